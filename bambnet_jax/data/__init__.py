@@ -1,0 +1,1 @@
+"""Data: synthetic DP scenes and the input pipeline."""

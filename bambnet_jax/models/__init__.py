@@ -1,0 +1,1 @@
+"""BaMBNet's networks (paper section III): blocks, branches, the deblurring and COC networks."""

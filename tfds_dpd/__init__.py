@@ -1,0 +1,1 @@
+"""TFDS dataset builders for dual-pixel data (DPDD, synthetic DP, users' captures)."""
