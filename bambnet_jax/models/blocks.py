@@ -1,0 +1,65 @@
+"""Building blocks of BaMBNet's U-Net-like branches (paper section III-C, after RCAN).
+
+Every convolution has a bias and zero "same" padding, as in the released model. Parameters are
+float32; `dtype` is the compute dtype (float32 or bfloat16).
+"""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Conv1x1 = functools.partial(nn.Conv, kernel_size=(1, 1), padding="SAME", param_dtype=jnp.float32)
+Conv3x3 = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME", param_dtype=jnp.float32)
+
+
+def attention_channels(width, reduction=16):
+  """Bottleneck width of channel attention: 64 -> 4 at the default; at least 1 for tiny widths."""
+  return max(1, width // reduction)
+
+
+class ChannelAttention(nn.Module):
+  """Squeeze-and-excitation: global mean -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid -> scale."""
+  reduction: int = 16
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    # The pooled statistic is tiny; computing it in float32 keeps bfloat16 runs stable.
+    pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True)
+    y = Conv1x1(attention_channels(width, self.reduction), dtype=self.dtype, name="squeeze")(pooled)
+    y = nn.relu(y)
+    y = Conv1x1(width, dtype=self.dtype, name="excite")(y)
+    return x * nn.sigmoid(y).astype(x.dtype)
+
+
+class RCAB(nn.Module):
+  """Residual channel-attention block: x + CA(conv(ReLU(conv(x))))."""
+  reduction: int = 16
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    y = Conv3x3(width, dtype=self.dtype, name="conv_0")(x)
+    y = nn.relu(y)
+    y = Conv3x3(width, dtype=self.dtype, name="conv_1")(y)
+    y = ChannelAttention(self.reduction, dtype=self.dtype, name="attention")(y)
+    return x + y
+
+
+class ResidualGroup(nn.Module):
+  """n RCABs, a closing 3x3 conv, and a skip over the whole group."""
+  num_blocks: int
+  reduction: int = 16
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    y = x
+    for j in range(self.num_blocks):
+      y = RCAB(self.reduction, dtype=self.dtype, name=f"rcab_{j}")(y)
+    y = Conv3x3(x.shape[-1], dtype=self.dtype, name="conv_out")(y)
+    return x + y

@@ -1,0 +1,116 @@
+"""The branches of BaMBNet's multi-branch body and their 8-stage skip wiring (paper Fig. 3).
+
+Every branch has 8 stages fed the same way (o_s is stage s's output, A(o) is the head's features
+F_enc average-pooled to o's size):
+  s1: F_enc;  s2..s5: A(o_{s-1}) + o_{s-1};  s6: A(o5)+o5+o3;  s7: A(o6)+o6+o2;  s8: A(o7)+o7+o1.
+The U-Net-like branches halve the resolution after stages 1-4 and double it after stages 5-8,
+so o8 is at full resolution again; the FCN-like branch keeps full resolution throughout.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from bambnet_jax.models import blocks
+
+NUM_STAGES = 8
+# Stage s also receives o_{SKIPS[s]} (the U-Net's long skips).
+SKIPS = {6: 3, 7: 2, 8: 1}
+
+
+def average_pyramid(features, levels=4):
+  """[F_enc, F_enc pooled 2x, 4x, 8x, 16x]: the A(.) terms, shared by all branches."""
+  pyramid = [features]
+  for _ in range(levels):
+    pyramid.append(nn.avg_pool(pyramid[-1], (2, 2), strides=(2, 2)))
+  return pyramid
+
+
+def upsample_nearest_2x(x):
+  n, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, 2, w, 2, c))
+  return x.reshape(n, 2 * h, 2 * w, c)
+
+
+def _stage_input(s, outputs, pooled_features):
+  """Input of stage s >= 2, given the outputs so far and A(o_{s-1})."""
+  x = pooled_features + outputs[s - 1]
+  if s in SKIPS:
+    x = x + outputs[SKIPS[s]]
+  return x
+
+
+def _level_after_stage(s):
+  """Resolution level (number of halvings) of o_s in a U-Net-like branch."""
+  return s if s <= 4 else NUM_STAGES - s
+
+
+class FCNBranch(nn.Module):
+  """The lightest branch (capacity k=1): eight 1x1 conv + ReLU stages at full resolution."""
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, pyramid):
+    features = pyramid[0]
+    width = features.shape[-1]
+    outputs = {}
+    x = features
+    for s in range(1, NUM_STAGES + 1):
+      if s > 1:
+        x = _stage_input(s, outputs, features)  # A() is the identity at full resolution
+      outputs[s] = nn.relu(blocks.Conv1x1(width, dtype=self.dtype, name=f"stage_{s}")(x))
+    return outputs[NUM_STAGES]
+
+
+class UNetBranch(nn.Module):
+  """A U-Net-like branch: each stage a ResidualGroup of `num_blocks` RCABs, then pool or upsample."""
+  num_blocks: int
+  reduction: int = 16
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, pyramid):
+    outputs = {}
+    x = pyramid[0]
+    for s in range(1, NUM_STAGES + 1):
+      if s > 1:
+        x = _stage_input(s, outputs, pyramid[_level_after_stage(s - 1)].astype(outputs[s - 1].dtype))
+      x = blocks.ResidualGroup(self.num_blocks, self.reduction, dtype=self.dtype, name=f"stage_{s}")(x)
+      if s <= NUM_STAGES // 2:
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      else:
+        x = upsample_nearest_2x(x)
+      outputs[s] = x
+    return outputs[NUM_STAGES]
+
+
+def blocks_per_group(capacity):
+  """A branch of capacity k has floor(k / 3) RCABs per group; 0 means the FCN-like branch."""
+  return capacity // 3
+
+
+class MultiBranchBody(nn.Module):
+  """Head conv, M parallel branches, and the gated merge z = F_enc + sum_i g_i * o8_i."""
+  width: int = 64
+  branch_capacities: Sequence[int] = (1, 4, 7, 10)
+  reduction: int = 16
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, dp_views, gates=None):
+    """dp_views: (N, H, W, 6), H and W multiples of 16. gates: None or (N, H, W, M)."""
+    features = nn.relu(blocks.Conv3x3(self.width, dtype=self.dtype, name="head")(dp_views))
+    pyramid = average_pyramid(features)
+    merged = features
+    for i, capacity in enumerate(self.branch_capacities):
+      n = blocks_per_group(capacity)
+      if n == 0:
+        branch = FCNBranch(dtype=self.dtype, name=f"branch_{i}")
+      else:
+        branch = UNetBranch(n, self.reduction, dtype=self.dtype, name=f"branch_{i}")
+      out = branch(pyramid)
+      if gates is not None:
+        out = out * gates[..., i:i + 1].astype(out.dtype)
+      merged = merged + out
+    return merged

@@ -1,0 +1,100 @@
+"""BaMBNet's deblurring network and COC network (paper section III), and their configuration.
+
+Both share the multi-branch body. The deblurring net gates each branch's output with a defocus
+mask blended towards 1 by the annealing weight (`masks.branch_gates`), then a 3x3 conv and a
+sigmoid; the COC net has no gates and no sigmoid, and clamps its signed radius per colour channel.
+
+Any input size works: sides that are not multiples of 16 (the body pools four times by 2) are
+reflect-padded up to the next multiple and the output is cropped back to the input's size.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from bambnet_jax.models import blocks
+from bambnet_jax.models import branches
+from bambnet_jax.models import padding
+
+NET_KINDS = ("deblur", "coc")
+
+
+def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32"):
+  """The network fields of a config; the defaults are the paper's model (4,497,731 parameters)."""
+  config = ml_collections.ConfigDict()
+  config.width = width  # feature channels everywhere in the body
+  config.branch_capacities = tuple(branch_capacities)  # k per branch; floor(k/3) RCABs per group, 0 = FCN
+  config.attention_reduction = 16  # channel attention squeezes width -> width / 16
+  config.coc_clamp = 24.0  # the COC net's output range [-24, 24] px
+  config.dtype = dtype  # compute dtype: "float32" or "bfloat16" (parameters stay float32)
+  return config
+
+
+class DeblurNet(nn.Module):
+  """The deblurring network: multi-branch body gated by defocus masks, 3x3 conv, sigmoid."""
+  width: int = 64
+  branch_capacities: Sequence[int] = (1, 4, 7, 10)
+  reduction: int = 16
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, dp_views, gates=None):
+    """dp_views: (N, H, W, 6) left then right RGB in [0, 1]; gates: None (all 1) or (N, H, W, M).
+
+    Returns the restored RGB image (N, H, W, 3) in [0, 1], float32.
+    """
+    if gates is not None and gates.shape[-1] != len(self.branch_capacities):
+      raise ValueError(f"gates have {gates.shape[-1]} channels, the net has {len(self.branch_capacities)} branches")
+    (dp_views, gates), crop = padding.pad_to_multiple((dp_views, gates), 16)
+    body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.dtype, name="body")
+    z = body(dp_views.astype(self.dtype), gates)
+    out = blocks.Conv3x3(3, dtype=self.dtype, name="tail")(z)
+    return crop(nn.sigmoid(out.astype(jnp.float32)))
+
+
+class COCNet(nn.Module):
+  """The COC network: the same body with no gates, a 3x3 conv and a clamp to [-clamp, clamp]."""
+  width: int = 64
+  branch_capacities: Sequence[int] = (1, 4, 7, 10)
+  reduction: int = 16
+  clamp: float = 24.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, dp_views):
+    """dp_views: (N, H, W, 6). Returns the signed COC radius per colour channel (N, H, W, 3), px."""
+    (dp_views,), crop = padding.pad_to_multiple((dp_views,), 16)
+    body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.dtype, name="body")
+    z = body(dp_views.astype(self.dtype))
+    out = blocks.Conv3x3(3, dtype=self.dtype, name="tail")(z)
+    return crop(jnp.clip(out.astype(jnp.float32), -self.clamp, self.clamp))
+
+
+def build(net, config):
+  """The `net` ("deblur" or "coc") described by a model config (see `model_config`)."""
+  common = dict(width=config.width, branch_capacities=tuple(config.branch_capacities),
+                reduction=config.attention_reduction, dtype=jnp.dtype(config.dtype))
+  if net == "deblur":
+    return DeblurNet(**common)
+  if net == "coc":
+    return COCNet(clamp=config.coc_clamp, **common)
+  raise ValueError(f"unknown network {net!r}; expected one of {NET_KINDS}")
+
+
+def init_params(net, config, rng, image_size=(32, 32)):
+  """Freshly initialised float32 parameters of `net`."""
+  model = build(net, config)
+  dummy = jnp.zeros((1, *image_size, 6), jnp.float32)
+  return model.init(rng, dummy)["params"]
+
+
+def param_shapes(net, config):
+  """Parameter shapes without allocating anything (for counting and restoring)."""
+  return jax.eval_shape(lambda: init_params(net, config, jax.random.key(0)))
+
+
+def count_params(tree):
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(tree))

@@ -1,0 +1,116 @@
+"""The networks' size, any-size inputs, masks and annealing, checked against the SPEC's numbers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bambnet_jax.models import masks
+from bambnet_jax.models import networks
+from bambnet_jax.models import padding
+
+# SPEC section 1.
+PAPER_TOTAL = 4_497_731
+PAPER_PARTS = {"head": 3_520, "branch_0": 33_280, "branch_1": 890_912, "branch_2": 1_486_400,
+               "branch_3": 2_081_888, "tail": 1_731}
+
+
+def tiny_config(dtype="float32"):
+  return networks.model_config(width=8, branch_capacities=(1, 4), dtype=dtype)
+
+
+@pytest.mark.parametrize("net", networks.NET_KINDS)
+def test_default_networks_have_the_papers_parameter_counts(net):
+  shapes = networks.param_shapes(net, networks.model_config())
+  parts = dict(shapes["body"]) | {"tail": shapes["tail"]}
+  assert {name: networks.count_params(tree) for name, tree in parts.items()} == PAPER_PARTS
+  assert networks.count_params(shapes) == PAPER_TOTAL
+  assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(shapes))
+
+
+def test_full_resolution_and_odd_size_forward_on_cpu():
+  config = networks.model_config()
+  model = networks.build("deblur", config)
+  params = networks.init_params("deblur", config, jax.random.key(0))
+  forward = jax.jit(lambda x: model.apply({"params": params}, x))
+  rng = np.random.default_rng(0)
+  for size in [(1120, 1680), (1117, 1683)]:
+    x = jnp.asarray(rng.random((1, *size, 6), np.float32))
+    y = np.asarray(forward(x))
+    assert y.shape == (1, *size, 3)
+    assert np.all(np.isfinite(y)) and y.min() >= 0.0 and y.max() <= 1.0
+
+
+@pytest.mark.parametrize("size", [(16, 16), (17, 31), (5, 40), (33, 18)])
+def test_odd_sizes_are_padded_and_cropped_back(size):
+  config = tiny_config()
+  for net in networks.NET_KINDS:
+    model = networks.build(net, config)
+    params = networks.init_params(net, config, jax.random.key(1))
+    x = jax.random.uniform(jax.random.key(2), (2, *size, 6))
+    assert model.apply({"params": params}, x).shape == (2, *size, 3)
+
+
+def test_padding_is_reflection_and_crop_undoes_it():
+  x = np.arange(2 * 5 * 7 * 1, dtype=np.float32).reshape(2, 5, 7, 1)
+  (padded,), crop = padding.pad_to_multiple((jnp.asarray(x),), 4)
+  want = np.pad(x, ((0, 0), (0, 3), (0, 1), (0, 0)), mode="reflect")
+  np.testing.assert_array_equal(np.asarray(padded), want)
+  np.testing.assert_array_equal(np.asarray(crop(padded)), x)
+
+
+def test_odd_size_output_is_the_top_left_crop_of_the_padded_output():
+  # Pad-and-crop must hand back the input's own pixels, not a shifted window.
+  config = tiny_config()
+  model = networks.build("coc", config)
+  params = networks.init_params("coc", config, jax.random.key(3))
+  x = jax.random.uniform(jax.random.key(4), (1, 30, 30, 6))
+  padded = jnp.pad(x, ((0, 0), (0, 2), (0, 2), (0, 0)), mode="reflect")
+  y_odd = model.apply({"params": params}, x)
+  y_padded = model.apply({"params": params}, padded)[:, :30, :30]
+  np.testing.assert_allclose(np.asarray(y_odd), np.asarray(y_padded), atol=1e-6)
+
+
+def test_defocus_masks_partition_pixels_by_largest_abs_coc():
+  rng = np.random.default_rng(0)
+  coc = rng.uniform(-9, 9, (2, 6, 7, 3)).astype(np.float32)
+  thresholds = np.array([0.0, 1.9, 4.2, 6.2], np.float32)
+  got = np.asarray(masks.defocus_masks(jnp.asarray(coc), thresholds))
+  blur = np.abs(coc).max(-1)
+  want = np.stack([(blur >= 0) & (blur < 1.9), (blur >= 1.9) & (blur < 4.2),
+                   (blur >= 4.2) & (blur < 6.2), blur >= 6.2], -1).astype(np.float32)
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got.sum(-1), 1.0)
+
+
+def test_annealing_weight_follows_the_papers_schedule():
+  steps = np.array([0, 1000, 5000, 10_000, 19_999, 20_000, 50_000])
+  got = np.asarray(jax.vmap(masks.annealing_weight)(steps))
+  want = np.where(steps < 20_000, np.exp(-(2.0 * steps / 20_000) ** 2), 0.0)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(masks.branch_gates(jnp.zeros(4), 0.0)), 1.0)
+
+
+def test_gates_of_one_equal_no_gates_and_one_hot_gates_drop_branches():
+  config = tiny_config()
+  model = networks.build("deblur", config)
+  params = networks.init_params("deblur", config, jax.random.key(5))
+  x = jax.random.uniform(jax.random.key(6), (1, 16, 32, 6))
+  ones = jnp.ones((1, 16, 32, 2))
+  np.testing.assert_allclose(np.asarray(model.apply({"params": params}, x, ones)),
+                             np.asarray(model.apply({"params": params}, x)), atol=1e-7)
+  only_0 = model.apply({"params": params}, x, ones.at[..., 1].set(0.0))
+  only_1 = model.apply({"params": params}, x, ones.at[..., 0].set(0.0))
+  assert not np.allclose(np.asarray(only_0), np.asarray(only_1))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_is_close():
+  config32, config16 = tiny_config("float32"), tiny_config("bfloat16")
+  params = networks.init_params("deblur", config32, jax.random.key(7))
+  x = jax.random.uniform(jax.random.key(8), (1, 32, 32, 6))
+  y32 = networks.build("deblur", config32).apply({"params": params}, x)
+  y16 = networks.build("deblur", config16).apply({"params": params}, x)
+  assert y16.dtype == jnp.float32
+  # A randomly initialised net has large logits, so single pixels can differ visibly; the trained
+  # model's bfloat16 accuracy is measured in PSNR by the benchmark. Here: close on average.
+  assert float(jnp.mean(jnp.abs(y32 - y16))) < 0.01
