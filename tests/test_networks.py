@@ -114,3 +114,16 @@ def test_bfloat16_compute_keeps_float32_params_and_is_close():
   # A randomly initialised net has large logits, so single pixels can differ visibly; the trained
   # model's bfloat16 accuracy is measured in PSNR by the benchmark. Here: close on average.
   assert float(jnp.mean(jnp.abs(y32 - y16))) < 0.01
+
+
+def test_each_branch_alone_equals_one_hot_gates():
+  config = tiny_config()
+  model = networks.build("deblur", config)
+  params = networks.init_params("deblur", config, jax.random.key(9))
+  x = jax.random.uniform(jax.random.key(10), (2, 17, 20, 6))
+  alone = model.apply({"params": params}, x, each_branch_alone=True)
+  assert alone.shape == (2, 2, 17, 20, 3)
+  for i in range(2):
+    gates = jax.nn.one_hot(jnp.full((2, 17, 20), i), 2)
+    np.testing.assert_allclose(np.asarray(alone[:, i]), np.asarray(model.apply({"params": params}, x, gates)),
+                               atol=1e-6)

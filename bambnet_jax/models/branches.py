@@ -98,11 +98,14 @@ class MultiBranchBody(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, dp_views, gates=None):
-    """dp_views: (N, H, W, 6), H and W multiples of 16. gates: None or (N, H, W, M)."""
+  def __call__(self, dp_views, gates=None, separate=False):
+    """dp_views: (N, H, W, 6), H and W multiples of 16. gates: None or (N, H, W, M).
+
+    With `separate`, returns (F_enc, [o8_i]) instead of the merge, for evaluating each branch alone.
+    """
     features = nn.relu(blocks.Conv3x3(self.width, dtype=self.dtype, name="head")(dp_views))
     pyramid = average_pyramid(features)
-    merged = features
+    merged, outputs = features, []
     for i, capacity in enumerate(self.branch_capacities):
       n = blocks_per_group(capacity)
       if n == 0:
@@ -110,7 +113,8 @@ class MultiBranchBody(nn.Module):
       else:
         branch = UNetBranch(n, self.reduction, dtype=self.dtype, name=f"branch_{i}")
       out = branch(pyramid)
+      outputs.append(out)
       if gates is not None:
         out = out * gates[..., i:i + 1].astype(out.dtype)
       merged = merged + out
-    return merged
+    return (features, outputs) if separate else merged

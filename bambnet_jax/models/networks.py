@@ -41,18 +41,23 @@ class DeblurNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, dp_views, gates=None):
+  def __call__(self, dp_views, gates=None, each_branch_alone=False):
     """dp_views: (N, H, W, 6) left then right RGB in [0, 1]; gates: None (all 1) or (N, H, W, M).
 
-    Returns the restored RGB image (N, H, W, 3) in [0, 1], float32.
+    Returns the restored RGB image (N, H, W, 3) in [0, 1], float32. With `each_branch_alone`,
+    returns (N, M, H, W, 3): the output of each branch with the others' residuals dropped (the
+    phi_i of the threshold search and of the paper's Fig. 7), computing the body once.
     """
     if gates is not None and gates.shape[-1] != len(self.branch_capacities):
       raise ValueError(f"gates have {gates.shape[-1]} channels, the net has {len(self.branch_capacities)} branches")
     (dp_views, gates), crop = padding.pad_to_multiple((dp_views, gates), 16)
     body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.dtype, name="body")
-    z = body(dp_views.astype(self.dtype), gates)
-    out = blocks.Conv3x3(3, dtype=self.dtype, name="tail")(z)
-    return crop(nn.sigmoid(out.astype(jnp.float32)))
+    tail = blocks.Conv3x3(3, dtype=self.dtype, name="tail")
+    restore = lambda z: crop(nn.sigmoid(tail(z).astype(jnp.float32)))
+    if each_branch_alone:
+      features, outputs = body(dp_views.astype(self.dtype), separate=True)
+      return jnp.stack([restore(features + o) for o in outputs], axis=1)
+    return restore(body(dp_views.astype(self.dtype), gates))
 
 
 class COCNet(nn.Module):

@@ -1,0 +1,1 @@
+"""Evaluation: metrics as the literature computes them, and test-set evaluation."""
