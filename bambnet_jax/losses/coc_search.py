@@ -1,0 +1,150 @@
+"""A classical signed-COC estimate with no training: per pixel, the COC that minimises the locally
+smoothed reblur residual of the loss in `reblur.py`.
+
+The reblur residual at a signed COC b is G x (Lg - Rg) = (1 - t) A_k + t A_(k+1), k = floor(b),
+with A_s = G x Q_s the smoothed response at the integer s (see `reblur.py`). Its local energy
+E(b) = W * [(A_k - t D_k)^2], D_k = A_k - A_(k+1), W a box window (summed over colour channels
+unless per channel), is on each interval [k, k + 1] a parabola in t with coefficients W * A_k^2,
+W * A_k D_k and W * D_k^2. So the search evaluates every integer candidate -m..m and refines
+sub-pixel by minimising each interval's parabola in closed form: the parabolic refinement is exact
+for this energy, not a fit through three grid samples.
+
+Two guards for real images: the views are extended by repeating their border pixels (the loss's
+zero padding would be a false edge, different in the two views), and near depth edges a pixel may
+take the estimate of a nearby shifted window that fits clearly better than the centred one, which
+straddles the edge (shiftable windows, as in classical stereo).
+
+Also the definition of "textured pixels" (where a DP pair carries COC information), used by tests
+and evaluation: `textured_mask`.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+
+from bambnet_jax.io import images
+from bambnet_jax.losses import dp_kernels
+from bambnet_jax.losses import reblur
+
+DEFAULT_WINDOW = 21  # px: averages out noise and model mismatch on real pairs
+# A pixel takes a shifted window's estimate only if that window's residual is below this fraction
+# of the centred one's: clear wins at depth edges count, chance wins in flat noisy areas do not.
+SHIFT_MARGIN = 0.5
+TEXTURE_WINDOW = 15
+TEXTURE_THRESHOLD = 0.01  # RMS horizontal gradient per px on [0, 1] images (~2.5 levels in 8 bit)
+
+
+def box_sum(x, size):
+  """Sum over a size x size window (zero outside the image) on the last two axes, via cumsums."""
+  r = size // 2
+
+  def along(x, axis):
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (r + 1, r)
+    c = jnp.cumsum(jnp.pad(x, pad), axis=axis)
+    n = x.shape[axis]
+    upper = jax.lax.slice_in_dim(c, size, size + n, axis=axis)
+    lower = jax.lax.slice_in_dim(c, 0, n, axis=axis)
+    return upper - lower
+
+  return along(along(x, x.ndim - 2), x.ndim - 1)
+
+
+def _interval_minima(energy, slope, curvature):
+  """Per interval [s, s+1]: the t in [0, 1] minimising e - 2 t g + t^2 h, and that minimum.
+
+  energy e = W * A_s^2, slope g = W * A_s D_s, curvature h = W * D_s^2 >= 0, each (S-1, ...).
+  """
+  t = jnp.clip(slope / jnp.maximum(curvature, 1e-30), 0.0, 1.0)
+  return t, energy - 2.0 * t * slope + t ** 2 * curvature
+
+
+def _best_shifted_window(value, coc, shift):
+  """Per pixel, the estimate of the window, among those centred within +-shift px (3x3 offsets),
+  with the lowest residual: near a depth edge a window lying on one side of it fits better than
+  the centred one straddling it (shiftable windows, as in classical stereo)."""
+  offsets = [(dy, dx) for dy in (-shift, 0, shift) for dx in (-shift, 0, shift)]
+  values = jnp.stack([jnp.roll(value, offset, axis=(-2, -1)) for offset in offsets])
+  values = values.at[offsets.index((0, 0))].multiply(SHIFT_MARGIN)
+  cocs = jnp.stack([jnp.roll(coc, offset, axis=(-2, -1)) for offset in offsets])
+  choice = jnp.argmin(values, axis=0)
+  return jnp.take_along_axis(cocs, choice[None], axis=0)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("max_radius", "window", "shift", "per_channel"))
+def _search(left, right, max_radius, window, shift, per_channel):
+  """left, right: (H, W, C) float32. Returns the signed COC, (H, W) or (H, W, C)."""
+  height, width = left.shape[:2]
+  # The loss correlates with zeros outside the image, a false edge that is different in the two
+  # views; repeating the border pixels instead keeps the residual near the border honest. The
+  # margin covers the kernels, the window and its shifts, so no roll wraps into the image.
+  pad = max_radius + window + shift
+  padding = ((pad, pad), (pad, pad), (0, 0))
+  left, right = jnp.pad(left, padding, mode="edge"), jnp.pad(right, padding, mode="edge")
+  responses = reblur.kernel_responses(left[None], right[None], max_radius=max_radius)[0]
+  smoothed = reblur.smooth3x3(responses)  # (C, S, H, W): A_s per channel
+  step = smoothed[:, :-1] - smoothed[:, 1:]  # D_s, formed before squaring: no cancellation
+  terms = (smoothed[:, :-1] ** 2, smoothed[:, :-1] * step, step ** 2)
+  if not per_channel:
+    terms = [term.sum(0, keepdims=True) for term in terms]
+  t, value = _interval_minima(*(jnp.moveaxis(box_sum(term, window), 1, 0) for term in terms))
+  best = jnp.argmin(value, axis=0)  # (C', H, W): the interval holding the minimum
+  t_best = jnp.take_along_axis(t, best[None], axis=0)[0]
+  coc = (best - max_radius).astype(jnp.float32) + t_best
+  if shift:
+    coc = _best_shifted_window(jnp.min(value, axis=0), coc, shift)
+  coc = jnp.moveaxis(coc[:, pad:pad + height, pad:pad + width], 0, -1)
+  return coc if per_channel else coc[..., 0]
+
+
+def estimate_coc(left, right, max_radius=dp_kernels.MAX_RADIUS, window=DEFAULT_WINDOW,
+                 shift=None, per_channel=False):
+  """The signed COC (px, > 0 in front of focus) minimising the windowed reblur residual.
+
+  Args:
+    left, right: (H, W, C) views, float in [0, 1] (or uint8/uint16 pixels).
+    max_radius: candidates are the signed radii -max_radius..max_radius, refined in between.
+    window: side of the square window over which the residual energy is summed (odd, px).
+    shift: how far (px) a pixel may borrow the estimate of a better-fitting nearby window;
+      None: window // 2; 0: centred windows only.
+    per_channel: one COC per colour channel (H, W, C) instead of one shared map (H, W).
+
+  Returns:
+    (coc, textured): float32 COC map and the boolean `textured_mask` of the combined image,
+    which marks the pixels where the estimate is meaningful.
+  """
+  left, right = images.to_float(np.asarray(left)), images.to_float(np.asarray(right))
+  if left.shape != right.shape or left.ndim != 3:
+    raise ValueError(f"need two (H, W, C) views of one shape, got {left.shape} and {right.shape}")
+  if window < 1 or window % 2 == 0:
+    raise ValueError(f"window must be a positive odd number of pixels, got {window}")
+  shift = window // 2 if shift is None else int(shift)
+  coc = _search(jnp.asarray(left), jnp.asarray(right), max_radius, window, shift, per_channel)
+  return np.asarray(coc), textured_mask((left + right) / 2)
+
+
+def textured_mask(image, window=TEXTURE_WINDOW, threshold=TEXTURE_THRESHOLD):
+  """Pixels with enough horizontal detail for the DP views to reveal their COC.
+
+  DP disparity is horizontal, so only horizontal intensity changes carry it. A pixel counts as
+  textured when the RMS of the horizontal central difference of the grey image, over a
+  `window` x `window` neighbourhood, is at least `threshold` (per px, intensities in [0, 1]).
+  Absolute rather than a percentile, so a flat image has no textured pixels at all.
+
+  Args:
+    image: (H, W) or (H, W, C) float image in [0, 1] (for a DP pair: the combined (L + R) / 2).
+  Returns:
+    (H, W) bool.
+  """
+  grey = np.asarray(image, np.float64)
+  if grey.ndim == 3:
+    grey = grey.mean(axis=-1)
+  gradient = np.zeros_like(grey)
+  gradient[:, 1:-1] = (grey[:, 2:] - grey[:, :-2]) / 2.0
+  # Mean over the part of the window inside the image (no false energy from a zero border).
+  energy = ndimage.uniform_filter(gradient ** 2, window, mode="constant")
+  inside = ndimage.uniform_filter(np.ones_like(grey), window, mode="constant")
+  return np.sqrt(np.maximum(energy / inside, 0.0)) >= threshold

@@ -1,0 +1,122 @@
+"""The dual-pixel kernel family and tent weights of the reblur loss (SPEC section 3).
+
+The one definition, shared by the loss (`reblur.py`), the classical COC search and the synthetic
+generator, so that rendered views and the loss agree exactly.
+
+Sign convention: a signed COC b > 0 means in front of the focal plane. A scene point at b > 0 is
+imaged into the left view by *convolution* with K+_b and into the right view by convolution with
+K-_b; then L x K+ = R x K- in the cross-correlation of the loss (both equal S * K+ * K-), so the
+loss vanishes at the true b. Convolution with K+ (heavier on its right columns) moves content to
+the right, so in front of focus the right view is shifted left of the left view, as real cameras do
+(see the Canon pairs in the test data).
+"""
+
+import numpy as np
+
+MAX_RADIUS = 24  # the paper's bound on the COC (radii 0..24, "25 as the upper bound")
+
+
+def fast_fft_length(n):
+  """Smallest 2-3-5-smooth integer >= n: FFT sizes every library (pocketfft, cuFFT) does fast.
+
+  Both the loss and the generator convolve with these kernels by FFT.
+  """
+  while True:
+    m = n
+    for p in (2, 3, 5):
+      while m % p == 0:
+        m //= p
+    if m == 1:
+      return n
+    n += 1
+
+
+def disk_mask(radius):
+  """(2R+1)x(2R+1) boolean disk: (i-R)^2 + (j-R)^2 <= R^2."""
+  offsets = np.arange(-radius, radius + 1)
+  return offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius ** 2
+
+
+def column_ramp(radius):
+  """The translating-disk column weights w[j] = min(j + 1, 2R), j = 0..2R."""
+  return np.minimum(np.arange(2 * radius + 1) + 1, 2 * radius).astype(np.float64)
+
+
+def kernel_plus(radius):
+  """K+_R: the disk weighted by the rising column ramp, normalised to sum 1 (float64)."""
+  radius = int(radius)
+  if radius < 0:
+    raise ValueError(f"radius must be >= 0, got {radius}")
+  if radius == 0:
+    return np.ones((1, 1))
+  weighted = disk_mask(radius) * column_ramp(radius)[None, :]
+  return weighted / weighted.sum()
+
+
+def kernel_minus(radius):
+  """K-_R: K+_R mirrored left-right."""
+  return kernel_plus(radius)[:, ::-1].copy()
+
+
+def signed_kernel(signed_radius):
+  """K+_s for s >= 0 and K-_|s| for s < 0: the left view's kernel at an integer signed COC s.
+
+  The right view's kernel at s is the left view's at -s (the mirror image).
+  """
+  s = int(signed_radius)
+  return kernel_plus(s) if s >= 0 else kernel_minus(-s)
+
+
+def kernel_stack(max_radius=MAX_RADIUS, dtype=np.float32):
+  """K+_R for R = 0..max_radius, each centred in a (2*max_radius+1)^2 frame of zeros.
+
+  Returns (max_radius + 1, 2m+1, 2m+1). K-_R is the left-right mirror of entry R.
+  """
+  size = 2 * max_radius + 1
+  stack = np.zeros((max_radius + 1, size, size), np.float64)
+  for radius in range(max_radius + 1):
+    start = max_radius - radius
+    stack[radius, start:start + 2 * radius + 1, start:start + 2 * radius + 1] = kernel_plus(radius)
+  return stack.astype(dtype)
+
+
+def tent_weights(coc, max_radius=MAX_RADIUS):
+  """The SPEC's tent weights h+_i, h-_i for i = 0..max_radius, as written there.
+
+  h+_i = max(0, 1 - |b - i|), h-_i = max(0, 1 - |b + i|), both halved at i = 0.
+  Returns (h_plus, h_minus), each of shape coc.shape + (max_radius + 1,).
+  """
+  coc = np.asarray(coc, np.float64)[..., None]
+  radii = np.arange(max_radius + 1, dtype=np.float64)
+  h_plus = np.maximum(0.0, 1.0 - np.abs(coc - radii))
+  h_minus = np.maximum(0.0, 1.0 - np.abs(coc + radii))
+  h_plus[..., 0] *= 0.5
+  h_minus[..., 0] *= 0.5
+  return h_plus, h_minus
+
+
+def signed_tent_weights(coc, max_radius=MAX_RADIUS):
+  """The same weights indexed by signed radius s = -max_radius..max_radius (axis index s + m).
+
+  K+_0 = K-_0, so the two halves at i = 0 merge and the weights become plain linear
+  interpolation between neighbouring signed integers: weight max(0, 1 - |b - s|) at s.
+  """
+  coc = np.asarray(coc, np.float64)[..., None]
+  signed = np.arange(-max_radius, max_radius + 1, dtype=np.float64)
+  return np.maximum(0.0, 1.0 - np.abs(coc - signed))
+
+
+def blended_kernel(coc, max_radius=MAX_RADIUS):
+  """The left view's PSF at a (real) signed COC: sum_s tent(b - s) * signed_kernel(s).
+
+  Centred in a (2*max_radius+1)^2 frame; float64. The right view's PSF is its mirror image.
+  """
+  weights = signed_tent_weights(coc, max_radius)
+  size = 2 * max_radius + 1
+  psf = np.zeros((size, size))
+  for index in np.flatnonzero(weights):
+    s = index - max_radius
+    kernel = signed_kernel(s)
+    start = max_radius - abs(s)
+    psf[start:start + kernel.shape[0], start:start + kernel.shape[1]] += weights[index] * kernel
+  return psf

@@ -1,0 +1,173 @@
+"""The DP reblur ("geometric") loss that trains the COC net without labels (paper III-B, SPEC 3).
+
+For a signed COC b the SPEC reblurs each view with tent-weighted kernels and compares:
+  Lg - Rg = sum_i h+_i (L x K+_i - R x K-_i) + h-_i (L x K-_i - R x K+_i).
+Only that difference enters the loss, so the responses are stored as one map per *signed* integer
+radius s = -m..m (m = max_radius):
+  Q_s = L x K_s - R x mirror(K_s),   K_s = K+_s for s >= 0, K-_|s| for s < 0,
+and, because K+_0 = K-_0, the SPEC's tent weights (halved at 0) reduce to plain linear
+interpolation between neighbouring signed integers:  Lg - Rg = (1 - t) Q_k + t Q_(k+1),
+k = floor(b), t = b - k. So the blend gathers two maps per pixel, and gradients reach b through t.
+
+The responses do not depend on the network: compute them once per batch with `kernel_responses`
+(gradient stopped), then call `reblur_loss_from_responses` inside the differentiated function.
+They are computed by FFT: one forward transform per view and channel, one inverse per signed
+radius, instead of the reference's 25 radii x 4 direct convolutions every step.
+
+Responses layout: (N, C, 2m + 1, H, W), signed radius s at index s + m. Radius along an axis
+before H, W keeps neighbouring pixels' gathers at neighbouring addresses (coalesced on GPUs).
+At exact integers b the gradient is the right derivative Q_(k+1) - Q_k (PyTorch's relu/abs give 0
+there, which would leave an all-zero COC output without gradient).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bambnet_jax.losses import dp_kernels
+
+LOSS_SCALE = 1000.0
+GAUSSIAN_SIGMA = 1.5
+TV_START_STEP = 3000
+TV_WEIGHT = 1e-5
+
+
+def fft_shape(height, width, max_radius):
+  """FFT grid for exact zero-padded correlation: a support of +-m wraps into rows >= H + m only."""
+  return (dp_kernels.fast_fft_length(height + max_radius),
+          dp_kernels.fast_fft_length(width + max_radius))
+
+
+def _signed_kernel_spectra(shape, max_radius):
+  """conj(FFT) of each signed kernel K_s, s = -m..m, centred at the origin of the FFT grid.
+
+  Cross-correlation with k is multiplication by conj(FFT(k)). K-_R is K+_R mirrored; as K+_R is
+  also symmetric top-bottom, the mirror is a 180-degree turn, so FFT(K-_R) = conj(FFT(K+_R)) and
+  only the m + 1 kernels K+_R are transformed.
+  """
+  m = max_radius
+  frames = jnp.asarray(dp_kernels.kernel_stack(m, np.float32))  # (m+1, 2m+1, 2m+1)
+  # Tap offset u lands at u mod grid size; taps that alias onto one cell (a grid smaller than the
+  # kernel) add up, which is still exact because the image's zero padding covers every wrap.
+  rows = np.arange(-m, m + 1) % shape[0]
+  cols = np.arange(-m, m + 1) % shape[1]
+  centred = jnp.zeros((m + 1,) + shape, jnp.float32).at[:, rows[:, None], cols[None, :]].add(frames)
+  plus = jnp.fft.rfft2(centred)  # FFT(K+_R), R = 0..m
+  # s < 0: conj(FFT(K-_|s|)) = FFT(K+_|s|); s >= 0: conj(FFT(K+_s)).
+  return jnp.concatenate([plus[:0:-1], jnp.conj(plus)], axis=0)
+
+
+def _responses_fft(left, right, max_radius):
+  """Q_s for NCHW float32 views, via FFT; returns (N, C, 2m+1, H, W)."""
+  height, width = left.shape[-2:]
+  shape = fft_shape(height, width, max_radius)
+  left_hat = jnp.fft.rfft2(left, s=shape)[:, :, None]
+  right_hat = jnp.fft.rfft2(right, s=shape)[:, :, None]
+  kernel_hat = _signed_kernel_spectra(shape, max_radius)
+  # Q_s = L x K_s - R x mirror(K_s); the mirror's correlation spectrum is the conjugate.
+  q_hat = left_hat * kernel_hat - right_hat * jnp.conj(kernel_hat)
+  return jnp.fft.irfft2(q_hat, s=shape)[..., :height, :width]
+
+
+def _responses_conv(left, right, max_radius):
+  """The same Q_s as one direct 2-in, (2m+1)-out convolution (exact fp32 on every backend)."""
+  n, c, height, width = left.shape
+  m = max_radius
+  plus = dp_kernels.kernel_stack(m, np.float32)  # (m+1, k, k)
+  signed = np.concatenate([plus[:0:-1, :, ::-1], plus], axis=0)  # K_s, s = -m..m
+  weights = np.stack([signed, -signed[:, :, ::-1]], axis=-1)  # (2m+1, k, k, 2): L and R taps
+  rhs = jnp.asarray(weights.transpose(1, 2, 3, 0))  # HWIO
+  lhs = jnp.stack([left, right], axis=-1).reshape(n * c, height, width, 2)
+  out = jax.lax.conv_general_dilated(
+      lhs, rhs, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      precision=jax.lax.Precision.HIGHEST)  # no TF32: the loss is a small difference of big sums
+  return out.reshape(n, c, height, width, 2 * m + 1).transpose(0, 1, 4, 2, 3)
+
+
+@functools.partial(jax.jit, static_argnames=("max_radius", "method", "dtype"))
+def kernel_responses(left, right, max_radius=dp_kernels.MAX_RADIUS, method="fft",
+                     dtype=jnp.float32):
+  """The network-independent part of the reblur loss, for one batch.
+
+  Args:
+    left, right: (N, H, W, C) float views in [0, 1].
+    max_radius: largest |COC| with a kernel (the SPEC's 24).
+    method: "fft" (default, fastest) or "conv" (one direct convolution, for checks and timing).
+    dtype: storage type; bfloat16 halves the memory (about 1e-3 relative error in the loss),
+      float32 keeps parity with the SPEC's definition.
+
+  Returns:
+    (N, C, 2m+1, H, W) responses with the gradient stopped (see the module docstring).
+  """
+  if left.shape != right.shape or left.ndim != 4:
+    raise ValueError(f"need two (N, H, W, C) views of one shape, got {left.shape} and {right.shape}")
+  to_nchw = lambda x: jnp.transpose(jnp.asarray(x, jnp.float32), (0, 3, 1, 2))
+  compute = {"fft": _responses_fft, "conv": _responses_conv}[method]
+  responses = compute(to_nchw(left), to_nchw(right), max_radius)
+  return jax.lax.stop_gradient(responses.astype(dtype))
+
+
+def blend_responses(responses, coc):
+  """Lg - Rg at a signed COC (N, H, W, C): (1 - t) Q_k + t Q_(k+1), returned as (N, C, H, W).
+
+  Outside [-m - 1, m + 1] every tent weight is 0, as in the SPEC (no clamping here).
+  """
+  m = (responses.shape[2] - 1) // 2
+  b = jnp.transpose(coc, (0, 3, 1, 2)).astype(jnp.float32)
+  floor = jnp.floor(b)
+  t = b - floor  # floor has zero gradient, so d/db reaches the loss through t alone
+  low = floor.astype(jnp.int32) + m
+  high = low + 1
+
+  def gather(index):
+    valid = (index >= 0) & (index <= 2 * m)
+    picked = jnp.take_along_axis(responses, jnp.clip(index, 0, 2 * m)[:, :, None], axis=2)
+    return picked[:, :, 0].astype(jnp.float32), valid
+
+  q_low, low_valid = gather(low)
+  q_high, high_valid = gather(high)
+  return jnp.where(low_valid, (1.0 - t) * q_low, 0.0) + jnp.where(high_valid, t * q_high, 0.0)
+
+
+def gaussian_taps(sigma=GAUSSIAN_SIGMA):
+  """Normalised 3-tap Gaussian; the SPEC's normalised 3x3 Gaussian is its outer product."""
+  taps = np.exp(-np.arange(-1, 2) ** 2 / (2.0 * sigma ** 2))
+  return taps / taps.sum()
+
+
+def smooth3x3(x, sigma=GAUSSIAN_SIGMA):
+  """Normalised 3x3 Gaussian over the last two axes, reflect border (PyTorch's 'reflect')."""
+  a, b, _ = (float(v) for v in gaussian_taps(sigma))
+  pad = [(0, 0)] * (x.ndim - 2) + [(1, 1), (1, 1)]
+  x = jnp.pad(x, pad, mode="reflect")
+  x = a * (x[..., :-2, :] + x[..., 2:, :]) + b * x[..., 1:-1, :]
+  return a * (x[..., :, :-2] + x[..., :, 2:]) + b * x[..., :, 1:-1]
+
+
+def total_variation(coc):
+  """Sum over the batch (and channels) of |vertical| + |horizontal| neighbour differences."""
+  return jnp.sum(jnp.abs(jnp.diff(coc, axis=1))) + jnp.sum(jnp.abs(jnp.diff(coc, axis=2)))
+
+
+def reblur_loss_from_responses(responses, coc, tv_weight=0.0):
+  """1000 * mean |G x (Lg - Rg)| + tv_weight * TV(coc).
+
+  coc: (N, H, W, C) signed radii in px, one per colour channel (or (N, H, W, 1), shared).
+  tv_weight: a float or a traced scalar (see `tv_weight_at`).
+  """
+  residual = smooth3x3(blend_responses(responses, coc))
+  loss = LOSS_SCALE * jnp.mean(jnp.abs(residual))
+  return loss + tv_weight * total_variation(coc.astype(jnp.float32))
+
+
+def reblur_loss(left, right, coc, tv_weight=0.0, max_radius=dp_kernels.MAX_RADIUS):
+  """The whole loss in one call (responses recomputed each call: for checks and one-off use)."""
+  responses = kernel_responses(left, right, max_radius=max_radius)
+  return reblur_loss_from_responses(responses, coc, tv_weight)
+
+
+def tv_weight_at(step, start=TV_START_STEP, weight=TV_WEIGHT):
+  """The TV weight at a (possibly traced) step: 0 for the first `start` steps, then `weight`."""
+  return jnp.where(jnp.asarray(step) >= start, jnp.float32(weight), jnp.float32(0.0))
