@@ -1,0 +1,54 @@
+"""Loads `configs/<name>.py[:arg]` and applies `field.sub=value` overrides from the command line."""
+
+import ast
+import importlib.util
+import pathlib
+
+
+class ConfigError(ValueError):
+  """A config file or an override that cannot be used."""
+
+
+def load_config(spec):
+  """`path/to/config.py` or `path/to/config.py:arg` -> the module's get_config(arg)."""
+  path, _, arg = str(spec).partition(":")
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ConfigError(f"{path}: config file not found")
+  module_spec = importlib.util.spec_from_file_location(f"bambnet_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"{path}: has no get_config(arg) function")
+  return module.get_config(arg or None)
+
+
+def _parse_value(text):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text  # a bare string such as a path
+
+
+def apply_overrides(config, overrides):
+  """Applies `a.b=value` strings (values as Python literals); unknown fields are an error."""
+  for item in overrides:
+    key, sep, text = item.partition("=")
+    if not sep:
+      raise ConfigError(f"override {item!r} is not of the form field=value")
+    node = config
+    parts = key.split(".")
+    for part in parts[:-1]:
+      if part not in node:
+        raise ConfigError(f"override {item!r}: no field {part!r}")
+      node = node[part]
+    if parts[-1] not in node:
+      raise ConfigError(f"override {item!r}: no field {parts[-1]!r}")
+    value = _parse_value(text)
+    if isinstance(node[parts[-1]], tuple) and isinstance(value, list):
+      value = tuple(value)
+    try:
+      node[parts[-1]] = value
+    except TypeError as e:
+      raise ConfigError(f"override {item!r}: {e}") from e
+  return config

@@ -1,0 +1,70 @@
+"""The host loop shared by the training stages: steps, log-step metric fetches, checkpoints.
+
+The loop never blocks on the device between log steps: metrics stay on the device until a log or
+checkpoint step, where they are fetched together, checked for NaN/Inf and written.
+"""
+
+import base64
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from bambnet_jax.training import checkpointing
+from bambnet_jax.training import logs
+
+
+def encode_data_state(state):
+  """A data iterator's position (bytes or JSON-able) as JSON."""
+  if isinstance(state, bytes):
+    return {"bytes": base64.b64encode(state).decode("ascii")}
+  return {"json": state}
+
+
+def decode_data_state(record):
+  return base64.b64decode(record["bytes"]) if "bytes" in record else record["json"]
+
+
+@dataclasses.dataclass
+class LoopSettings:
+  stage: str
+  log_every: int
+  checkpoint_every: int
+  skip_nonfinite: bool = False
+
+
+def _mean_metrics(pending):
+  stacked = jax.device_get(pending)
+  return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
+
+
+def run_steps(state, *, choose_step: Callable[[int], Callable], batches, end_step: int,
+              settings: LoopSettings, checkpoints: checkpointing.StageCheckpoints,
+              logger: logs.StageLogger, extra: Callable[[], dict[str, Any]],
+              save_at_end=True):
+  """Runs steps state.step .. end_step - 1; returns the state (checkpointed at `end_step`).
+
+  `choose_step(step)` gives the jitted step function for a step (so a stage can switch, e.g.
+  from annealed masks to none, without a recompile per step); `extra()` gives the JSON-able
+  extra checkpoint content besides the data position.
+  """
+  step = int(jax.device_get(state.step))
+  pending = []
+  while step < end_step:
+    state, metrics = choose_step(step)(state, next(batches))
+    pending.append(metrics)
+    step += 1
+    is_last = step == end_step
+    save = (step % settings.checkpoint_every == 0 and not is_last) or (is_last and save_at_end)
+    if step % settings.log_every == 0 or is_last or save:
+      summary = _mean_metrics(pending)
+      summary["nonfinite"] = summary.get("nonfinite", 0.0) * len(pending)  # a count of steps
+      pending = []
+      if not settings.skip_nonfinite:
+        # Before any save: a checkpoint must never hold NaN parameters.
+        logs.check_finite(summary, settings.stage, step)
+      logger.write(step, summary)
+    if save:
+      checkpoints.save(step, state, extra() | {"data": encode_data_state(batches.get_state())})
+  return state

@@ -1,0 +1,113 @@
+"""Pure training and evaluation steps for the three stages; jitted over the device mesh.
+
+Each step is `step(state, batch) -> (state, metrics)` with the state donated. The state carries
+what the step reads but never trains (the frozen COC net's parameters and the thresholds) in
+`guidance`, so thresholds are data, not constants: a new search round never recompiles.
+Nothing in a step is random (the randomness is in the data pipeline, seeded and checkpointed).
+"""
+
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from bambnet_jax.losses import reblur
+from bambnet_jax.models import masks
+from bambnet_jax.training import parallel
+from bambnet_jax.training import thresholds as threshold_search
+
+# How the deblurring net's branches are gated during a step.
+HARD_MASKS = "hard"  # g_i = D_i: the threshold search's inner training
+ANNEALED_MASKS = "annealed"  # g_i = w(t) D_i + 1 - w(t): stage 3 while t < T
+NO_MASKS = "none"  # g_i = 1: stage 3 after annealing, the ablation, inference
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  guidance: Any = None  # {"coc_params", "thresholds"} for the deblurring net; None for the COC net
+
+
+def create_state(params, optimizer, guidance=None):
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                    guidance=guidance)
+
+
+def dp_views(batch):
+  return jnp.concatenate([batch["left"], batch["right"]], axis=-1)
+
+
+def _apply_update(state, grads, optimizer, loss, skip_nonfinite):
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                      opt_state=opt_state)
+  finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.all(jnp.isfinite(g))
+                                                   for g in jax.tree_util.tree_leaves(grads)]))
+  if skip_nonfinite:
+    # Keep the old parameters and optimizer moments, but count the step so the data moves on.
+    kept = state.replace(step=state.step + 1)
+    new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, kept)
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+             "nonfinite": 1.0 - finite.astype(jnp.float32)}
+  return new, metrics
+
+
+def coc_train_step(state, batch, *, model, optimizer, tv_start, tv_weight, skip_nonfinite=False):
+  """Stage 1: the COC net on the unsupervised DP reblur loss (SPEC section 3)."""
+  # The kernel responses do not depend on the network: computed once, outside the gradient.
+  responses = reblur.kernel_responses(batch["left"], batch["right"])
+  weight = reblur.tv_weight_at(state.step, start=tv_start, weight=tv_weight)
+
+  def loss_fn(params):
+    coc = model.apply({"params": params}, dp_views(batch))
+    return reblur.reblur_loss_from_responses(responses, coc, tv_weight=weight)
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  return _apply_update(state, grads, optimizer, loss, skip_nonfinite)
+
+
+def branch_gates(guidance, views, mask_mode, anneal_step, anneal_steps, coc_model):
+  """The gates of each branch for a batch; computes the COC map only when the masks need it."""
+  if mask_mode == NO_MASKS:
+    return None
+  coc = jax.lax.stop_gradient(coc_model.apply({"params": guidance["coc_params"]}, views))
+  mask = masks.defocus_masks(coc, guidance["thresholds"][:-1])
+  weight = 1.0 if mask_mode == HARD_MASKS else masks.annealing_weight(anneal_step, anneal_steps)
+  return masks.branch_gates(mask, weight)
+
+
+def deblur_train_step(state, batch, *, model, coc_model, optimizer, mask_mode, anneal_steps,
+                      anneal_offset=0, skip_nonfinite=False):
+  """Stages 2 and 3: the deblurring net on L1 against the sharp target, gated per `mask_mode`."""
+  views = dp_views(batch)
+  gates = branch_gates(state.guidance, views, mask_mode, state.step - anneal_offset, anneal_steps, coc_model)
+
+  def loss_fn(params):
+    restored = model.apply({"params": params}, views, gates)
+    return jnp.mean(jnp.abs(restored - batch["sharp"]))
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  return _apply_update(state, grads, optimizer, loss, skip_nonfinite)
+
+
+def branch_error_step(params, guidance, batch, *, model, coc_model, num_bins, bin_width):
+  """Threshold search: per-(branch, COC bin) summed L1 error of each branch alone on one batch."""
+  views = dp_views(batch)
+  coc = coc_model.apply({"params": guidance["coc_params"]}, views)
+  blur = jnp.max(jnp.abs(coc), axis=-1)
+  alone = model.apply({"params": params}, views, each_branch_alone=True)
+  return threshold_search.per_bin_branch_errors(alone, batch["sharp"], blur, num_bins, bin_width,
+                                                batch.get("mask"))
+
+
+def jit_train_step(step_fn, mesh, **static):
+  """Jits a train step over the mesh: state replicated and donated, batch sharded on `data`."""
+  return jax.jit(functools.partial(step_fn, **static),
+                 in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+                 out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
+                 donate_argnums=(0,))

@@ -1,0 +1,70 @@
+"""Fields shared by every config, at the paper's values (SPEC sections 1, 4, 5).
+
+Not a config itself: `dpdd`, `synthetic` and `smoke` start from `base_config()` and change what
+differs. Step counts are in optimiser steps (the paper's epochs depend on the dataset size).
+"""
+
+import ml_collections
+
+from bambnet_jax.models import masks
+from bambnet_jax.models import networks
+
+
+def base_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # one seed for initialisation and data order; same seed + config = same run
+  config.model = networks.model_config()  # width 64, capacities (1, 4, 7, 10): 4,497,731 params
+
+  config.data = ml_collections.ConfigDict()
+  config.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data dir (default ~/tensorflow_datasets)
+  config.data.manual_dir = ml_collections.config_dict.placeholder(str)  # DPDD download, for preparing dpdd
+  config.data.train_dataset = "dpdd/patches"  # TFDS name/config of the training patches
+  config.data.train_split = "train"
+  config.data.meta_dataset = "dpdd/patches"  # the threshold search's validation ("meta") set
+  config.data.meta_split = "validation"
+  config.data.meta_max_examples = 64  # examples of the meta set per search round (a small set)
+  config.data.test_dataset = "dpdd/full"  # full-resolution evaluation images
+  config.data.test_split = "test"
+  config.data.test_max_examples = ml_collections.config_dict.placeholder(int)  # None = all
+  config.data.crop_size = 512  # training crop (the patches are 512x512 already)
+  config.data.worker_count = 4  # grain worker processes decoding PNGs (0 = in the main process)
+
+  config.coc = ml_collections.ConfigDict()  # stage 1: COC net on the reblur loss
+  config.coc.num_steps = 17_500  # paper: 10 epochs of ~7,000 DPDD patches at batch 4
+  config.coc.batch_size = 4
+  config.coc.learning_rate = 2e-5  # Adam (0.9, 0.999)
+  config.coc.tv_start = 3_000  # iteration from which the total-variation term is on
+  config.coc.tv_weight = 1e-5  # its weight (sum over the batch of |grad COC|)
+
+  config.search = ml_collections.ConfigDict()  # stage 2: threshold search (Algorithm 1)
+  config.search.enabled = True  # False: use fixed_thresholds (the released code's behaviour)
+  config.search.fixed_thresholds = masks.RELEASED_THRESHOLDS + (25.0,)  # r_1..r_5 when disabled
+  config.search.max_coc = 25.0  # r_{M+1}
+  config.search.bin_width = 0.25  # COC bin width of the per-bin errors (threshold resolution), px
+  config.search.steps_per_round = 17_500  # paper: 5 epochs (batch 2) between threshold updates
+  config.search.max_rounds = 9  # paper: converges at about 45 epochs
+  config.search.tolerance = 0.25  # stop once no threshold moves more than this, px
+  config.search.batch_size = 2
+  config.search.learning_rate = 2e-4
+
+  config.deblur = ml_collections.ConfigDict()  # stage 3: thresholds fixed, masks annealed away
+  config.deblur.num_steps = 700_000  # paper: 200 epochs at batch 2
+  config.deblur.batch_size = 2
+  config.deblur.learning_rate = 2e-4
+  config.deblur.lr_halve_every = 210_000  # paper: halved every 60 epochs
+  config.deblur.anneal_steps = masks.ANNEALING_STEPS  # T: masks fade out over the first T steps
+  config.deblur.use_masks = True  # False: the paper's Table III ablation (no masks at all)
+  config.deblur.init_from_search = True  # start from the search stage's parameters
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 1  # full-resolution images per device batch
+
+  config.log_every = 100  # steps between host metric fetches (and logs)
+  config.checkpoint_every = 2_000  # steps between checkpoints
+  config.skip_nonfinite = False  # True: skip NaN/Inf steps instead of stopping
+
+  config.parallel = ml_collections.ConfigDict()  # several hosts (see training/parallel.py)
+  config.parallel.coordinator = ml_collections.config_dict.placeholder(str)  # "host0:port"
+  config.parallel.num_processes = ml_collections.config_dict.placeholder(int)
+  config.parallel.process_id = ml_collections.config_dict.placeholder(int)
+  return config
