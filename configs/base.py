@@ -57,7 +57,7 @@ def base_config():
   config.deblur.init_from_search = True  # start from the search stage's parameters
 
   config.eval = ml_collections.ConfigDict()
-  config.eval.batch_size = 1  # full-resolution images per device batch
+  config.eval.batch_size = 1  # full-resolution test images per device
 
   config.log_every = 100  # steps between host metric fetches (and logs)
   config.checkpoint_every = 2_000  # steps between checkpoints

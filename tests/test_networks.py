@@ -19,6 +19,24 @@ def tiny_config(dtype="float32"):
   return networks.model_config(width=8, branch_capacities=(1, 4), dtype=dtype)
 
 
+def init_with_random_tail(net, config, key):
+  """Initial parameters, but with a random tail: the real tail starts at zero (constant output)."""
+  params = networks.init_params(net, config, key)
+  kernel = params["tail"]["kernel"]
+  params["tail"]["kernel"] = 0.05 * jax.random.normal(jax.random.fold_in(key, 1), kernel.shape)
+  return params
+
+
+def test_initial_outputs_are_neutral_and_not_saturated():
+  # Zero tail: deblur output exactly 0.5 and COC exactly 0 at initialisation, so neither the
+  # sigmoid nor the clamp starts in a flat region.
+  config = networks.model_config()
+  x = jax.random.uniform(jax.random.key(11), (1, 32, 32, 6))
+  for net, value in (("deblur", 0.5), ("coc", 0.0)):
+    params = networks.init_params(net, config, jax.random.key(12))
+    np.testing.assert_allclose(np.asarray(networks.build(net, config).apply({"params": params}, x)), value)
+
+
 @pytest.mark.parametrize("net", networks.NET_KINDS)
 def test_default_networks_have_the_papers_parameter_counts(net):
   shapes = networks.param_shapes(net, networks.model_config())
@@ -31,7 +49,7 @@ def test_default_networks_have_the_papers_parameter_counts(net):
 def test_full_resolution_and_odd_size_forward_on_cpu():
   config = networks.model_config()
   model = networks.build("deblur", config)
-  params = networks.init_params("deblur", config, jax.random.key(0))
+  params = init_with_random_tail("deblur", config, jax.random.key(0))
   forward = jax.jit(lambda x: model.apply({"params": params}, x))
   rng = np.random.default_rng(0)
   for size in [(1120, 1680), (1117, 1683)]:
@@ -63,7 +81,7 @@ def test_odd_size_output_is_the_top_left_crop_of_the_padded_output():
   # Pad-and-crop must hand back the input's own pixels, not a shifted window.
   config = tiny_config()
   model = networks.build("coc", config)
-  params = networks.init_params("coc", config, jax.random.key(3))
+  params = init_with_random_tail("coc", config, jax.random.key(3))
   x = jax.random.uniform(jax.random.key(4), (1, 30, 30, 6))
   padded = jnp.pad(x, ((0, 0), (0, 2), (0, 2), (0, 0)), mode="reflect")
   y_odd = model.apply({"params": params}, x)
@@ -94,7 +112,7 @@ def test_annealing_weight_follows_the_papers_schedule():
 def test_gates_of_one_equal_no_gates_and_one_hot_gates_drop_branches():
   config = tiny_config()
   model = networks.build("deblur", config)
-  params = networks.init_params("deblur", config, jax.random.key(5))
+  params = init_with_random_tail("deblur", config, jax.random.key(5))
   x = jax.random.uniform(jax.random.key(6), (1, 16, 32, 6))
   ones = jnp.ones((1, 16, 32, 2))
   np.testing.assert_allclose(np.asarray(model.apply({"params": params}, x, ones)),
@@ -106,7 +124,7 @@ def test_gates_of_one_equal_no_gates_and_one_hot_gates_drop_branches():
 
 def test_bfloat16_compute_keeps_float32_params_and_is_close():
   config32, config16 = tiny_config("float32"), tiny_config("bfloat16")
-  params = networks.init_params("deblur", config32, jax.random.key(7))
+  params = init_with_random_tail("deblur", config32, jax.random.key(7))
   x = jax.random.uniform(jax.random.key(8), (1, 32, 32, 6))
   y32 = networks.build("deblur", config32).apply({"params": params}, x)
   y16 = networks.build("deblur", config16).apply({"params": params}, x)
@@ -119,7 +137,7 @@ def test_bfloat16_compute_keeps_float32_params_and_is_close():
 def test_each_branch_alone_equals_one_hot_gates():
   config = tiny_config()
   model = networks.build("deblur", config)
-  params = networks.init_params("deblur", config, jax.random.key(9))
+  params = init_with_random_tail("deblur", config, jax.random.key(9))
   x = jax.random.uniform(jax.random.key(10), (2, 17, 20, 6))
   alone = model.apply({"params": params}, x, each_branch_alone=True)
   assert alone.shape == (2, 2, 17, 20, 3)

@@ -10,8 +10,14 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-Conv1x1 = functools.partial(nn.Conv, kernel_size=(1, 1), padding="SAME", param_dtype=jnp.float32)
-Conv3x3 = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME", param_dtype=jnp.float32)
+# PyTorch's default conv initialisation (uniform, bound 1 / sqrt(fan_in)), which the released
+# model trains from. Flax's default (LeCun normal) is sqrt(3) larger; through the deep residual
+# branches that saturates the sigmoid and the COC clamp at initialisation, and training stalls.
+TORCH_DEFAULT_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+Conv1x1 = functools.partial(nn.Conv, kernel_size=(1, 1), padding="SAME", param_dtype=jnp.float32,
+                            kernel_init=TORCH_DEFAULT_INIT)
+Conv3x3 = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME", param_dtype=jnp.float32,
+                            kernel_init=TORCH_DEFAULT_INIT)
 
 
 def attention_channels(width, reduction=16):

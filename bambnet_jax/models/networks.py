@@ -8,6 +8,7 @@ Any input size works: sides that are not multiples of 16 (the body pools four ti
 reflect-padded up to the next multiple and the output is cropped back to the input's size.
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -20,6 +21,11 @@ from bambnet_jax.models import branches
 from bambnet_jax.models import padding
 
 NET_KINDS = ("deblur", "coc")
+
+# The tail starts at zero: the body's features grow through eight residual stages, and a random
+# tail maps them far into the sigmoid's flat ends (or the COC clamp), where no gradient flows and
+# training stalls. From zero the outputs start at 0.5 (deblur) and 0 px (COC) with full gradients.
+_tail = functools.partial(blocks.Conv3x3, 3, kernel_init=nn.initializers.zeros, name="tail")
 
 
 def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32"):
@@ -52,7 +58,7 @@ class DeblurNet(nn.Module):
       raise ValueError(f"gates have {gates.shape[-1]} channels, the net has {len(self.branch_capacities)} branches")
     (dp_views, gates), crop = padding.pad_to_multiple((dp_views, gates), 16)
     body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.dtype, name="body")
-    tail = blocks.Conv3x3(3, dtype=self.dtype, name="tail")
+    tail = _tail(dtype=self.dtype)
     restore = lambda z: crop(nn.sigmoid(tail(z).astype(jnp.float32)))
     if each_branch_alone:
       features, outputs = body(dp_views.astype(self.dtype), separate=True)
@@ -74,7 +80,7 @@ class COCNet(nn.Module):
     (dp_views,), crop = padding.pad_to_multiple((dp_views,), 16)
     body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.dtype, name="body")
     z = body(dp_views.astype(self.dtype))
-    out = blocks.Conv3x3(3, dtype=self.dtype, name="tail")(z)
+    out = _tail(dtype=self.dtype)(z)
     return crop(jnp.clip(out.astype(jnp.float32), -self.clamp, self.clamp))
 
 

@@ -76,13 +76,17 @@ class DataSources:
     return pipeline.training_batches(source, self.mesh, batch_size=batch_size, crop_size=self.config.crop_size,
                                      seed=seed, worker_count=self.config.worker_count)
 
+  def _per_device(self, batch_size):
+    """The smallest multiple of the device count that holds `batch_size` (padded rows are masked)."""
+    return -(-batch_size // self.mesh.size) * self.mesh.size
+
   def meta_batches(self, batch_size):
     source = self.source(self.config.meta_dataset, self.config.meta_split, pipeline.DEBLUR_STAGE_KEYS,
                          self.config.meta_max_examples)
-    return pipeline.evaluation_batches(source, self.mesh, batch_size=batch_size)
+    return pipeline.evaluation_batches(source, self.mesh, batch_size=self._per_device(batch_size))
 
-  def test_batches(self, batch_size):
+  def test_batches(self, batch_size_per_device):
     source = self.source(self.config.test_dataset, self.config.test_split, pipeline.EVAL_KEYS + ("coc",),
                          self.config.test_max_examples)
-    return pipeline.evaluation_batches(source, self.mesh, batch_size=batch_size)
+    return pipeline.evaluation_batches(source, self.mesh, batch_size=batch_size_per_device * self.mesh.size)
 
