@@ -25,6 +25,27 @@ def _coc(args):
         f"colours span +-{result['vmax']:.2f} px)")
 
 
+def _deblur(args):
+  from bambnet_jax import deblur
+  thresholds = None if args.thresholds is None else [float(r) for r in args.thresholds.split(",")]
+  done = deblur.run_deblur(args.output_dir, left=args.left, right=args.right, input_dir=args.input_dir,
+                           weights=args.weights, coc_weights=args.coc_weights, coc=args.coc,
+                           thresholds=thresholds, dtype=args.dtype, tile=args.tile, overlap=args.overlap,
+                           batch_size=args.batch_size, show_progress=not args.no_progress)
+  print(f"restored {len(done)} pair(s) into {args.output_dir}")
+
+
+def _eval(args):
+  from bambnet_jax import config_loader
+  from bambnet_jax.evaluation import evaluate
+  config = config_loader.apply_overrides(config_loader.load_config(args.config), args.overrides)
+  summary = evaluate.evaluate_checkpoint(
+      config, workdir=args.workdir, weights=args.weights, output_dir=args.output_dir,
+      metric_names=args.metrics, metric_weights_dir=args.metric_weights,
+      save_images=None if args.save_images < 0 else args.save_images, fid_dims=args.fid_dims)
+  print(summary["table"] + f"\n(tables and images in {summary['output_dir']})")
+
+
 def build_parser():
   parser = argparse.ArgumentParser(prog="bambnet", description=__doc__)
   commands = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +76,44 @@ def build_parser():
   p.add_argument("--per-channel", action="store_true",
                  help="one COC per colour channel: coc.npy is H x W x 3")
   p.set_defaults(run=_coc)
+
+  p = commands.add_parser("deblur", help="restore DP captures: restored image, signed COC map, branch masks")
+  p.add_argument("--left", help="left view image (with --right)")
+  p.add_argument("--right", help="right view image (with --left)")
+  p.add_argument("--input-dir", help="folder of pairs: NAME_L.png/NAME_R.png, or folders with l.png and r.png")
+  p.add_argument("--output-dir", required=True, help="where NAME_restored/_coc/_masks files are written")
+  p.add_argument("--weights", help="training workdir, or deblurring weights directory (convert-torch --net deblur)")
+  p.add_argument("--coc-weights", help="COC net weights (default: the workdir's coc/weights, if any)")
+  p.add_argument("--coc", default="auto", choices=("auto", "network", "search", "none"),
+                 help="COC map source: auto = the COC net if known, else the classical search; none = skip")
+  p.add_argument("--thresholds", help="branch thresholds r_1,...,r_M in px (default: the workdir's search "
+                                      "result, else the released code's 0,1.9,4.2,6.2)")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype")
+  p.add_argument("--tile", type=int, help="tile side in px, a multiple of 16 (default 512, the training "
+                                          "patch size; 0: the whole image at once)")
+  p.add_argument("--overlap", type=int, help="px shared by neighbouring tiles, a multiple of 16 (default 160)")
+  p.add_argument("--batch-size", type=int, default=1, help="tiles per network call")
+  p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  p.set_defaults(run=_deblur)
+
+  p = commands.add_parser("eval", help="full-resolution test-set evaluation: PSNR, SSIM, MAE, LPIPS, FID "
+                                        "for indoor, outdoor and combined, as Markdown, CSV and JSON")
+  p.add_argument("--config", required=True, help="configs/<name>.py (its data.test_* say which images)")
+  which = p.add_mutually_exclusive_group(required=True)
+  which.add_argument("--workdir", help="a training workdir (its deblur and COC weights)")
+  which.add_argument("--weights", help="a deblurring net's weights directory (e.g. a converted official one)")
+  p.add_argument("--output-dir", help="where tables and images go (default <workdir>/evaluation)")
+  p.add_argument("--metrics", help="comma-separated, of psnr, ssim, mae, lpips_alex, lpips_vgg, "
+                                   "lpips_squeeze, fid (default: all but lpips_vgg); LPIPS and FID "
+                                   "need pretrained weight files")
+  p.add_argument("--metric-weights", help="folder of the LPIPS / FID weight files (also "
+                                          "$BAMBNET_METRIC_WEIGHTS, ~/.cache/bambnet_jax/metric_weights)")
+  p.add_argument("--fid-dims", type=int, default=2048, choices=(64, 192, 768, 2048),
+                 help="InceptionV3 features of FID, as pytorch-fid's --dims (default: 2048, the literature's)")
+  p.add_argument("--save-images", type=int, default=-1,
+                 help="restored 16-bit PNGs to write (default -1: all; 0: none)")
+  p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.manual_dir=/data/dpdd")
+  p.set_defaults(run=_eval)
 
   return parser
 

@@ -39,20 +39,20 @@ def get_config(arg=None):
   config.data.crop_size = 128  # random crops of the 256x256 scenes
   config.data.worker_count = 4
 
-  config.coc.num_steps = 4_000
+  config.coc.num_steps = 3_500
   config.coc.batch_size = 8
   config.coc.learning_rate = 4e-4  # higher than the paper's 2e-5: far fewer steps
   config.coc.tv_start = 1_500
 
-  config.search.steps_per_round = 700
+  config.search.steps_per_round = 600
   config.search.max_rounds = 3
   config.search.batch_size = 8
   config.search.tolerance = 0.5
 
-  config.deblur.num_steps = 5_000
+  config.deblur.num_steps = 4_000
   config.deblur.batch_size = 8
-  config.deblur.anneal_steps = 2_000
-  config.deblur.lr_halve_every = 2_500
+  config.deblur.anneal_steps = 1_500
+  config.deblur.lr_halve_every = 2_000
   if arg == "no_masks":
     config.deblur.num_steps += config.search.steps_per_round * config.search.max_rounds
 

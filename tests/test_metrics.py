@@ -1,5 +1,6 @@
 """PSNR, SSIM and MAE against scikit-image and NumPy, on random and real images."""
 
+import jax
 import numpy as np
 import pytest
 from skimage import metrics as skm
@@ -8,13 +9,20 @@ from bambnet_jax.evaluation import metrics
 from bambnet_jax.io import images
 
 
-def _pairs():
+def _pair(name, real_dp_dir):
+  """(x, y) float64 images in [0, 1] of the named case."""
   rng = np.random.default_rng(0)
-  x = rng.random((33, 47, 3))
-  yield "random", x, np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1)
-  # 16-bit quantised, an odd size.
-  a = images.to_float(rng.integers(0, 65536, (29, 31, 3), dtype=np.uint16))
-  yield "uint16", a, images.to_float(images.from_float(np.clip(a * 0.9 + 0.05, 0, 1), 16))
+  if name == "random":
+    x = rng.random((33, 47, 3))
+    return x, np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1)
+  if name == "uint16":  # 16-bit quantised, an odd size
+    a = images.to_float(rng.integers(0, 65536, (29, 31, 3), dtype=np.uint16))
+    return a, images.to_float(images.from_float(np.clip(a * 0.9 + 0.05, 0, 1), 16))
+  if name == "full-resolution uint16":  # DPDD's size: float32 sums over 5.6M values stay accurate
+    b = images.to_float(rng.integers(0, 65536, (1120, 1680, 3), dtype=np.uint16))
+    noisy = np.clip(b * 0.95 + 0.02 + rng.normal(0, 0.01, b.shape), 0, 1)
+    return b, images.to_float(images.from_float(noisy, 16))
+  return _real_pair(real_dp_dir)
 
 
 def _real_pair(real_dp_dir):
@@ -22,16 +30,17 @@ def _real_pair(real_dp_dir):
   return images.to_float(left), images.to_float(right)
 
 
-@pytest.mark.parametrize("name", ["random", "uint16", "real"])
-def test_metrics_match_scikit_image_and_numpy(name, real_dp_dir):
-  pairs = {n: (x, y) for n, x, y in _pairs()}
-  x, y = _real_pair(real_dp_dir) if name == "real" else pairs[name]
-  got = {k: float(v[0]) for k, v in metrics.image_metrics(x[None].astype(np.float32),
-                                                          y[None].astype(np.float32)).items()}
+@pytest.mark.parametrize("jitted", [False, True])
+@pytest.mark.parametrize("name", ["random", "uint16", "full-resolution uint16", "real"])
+def test_metrics_match_scikit_image_and_numpy(name, jitted, real_dp_dir):
+  x, y = _pair(name, real_dp_dir)
+  fn = jax.jit(metrics.image_metrics) if jitted else metrics.image_metrics
+  got = {k: float(v[0]) for k, v in fn(x[None].astype(np.float32), y[None].astype(np.float32)).items()}
   x64, y64 = x.astype(np.float64), y.astype(np.float64)
-  assert got["psnr"] == pytest.approx(skm.peak_signal_noise_ratio(y64, x64, data_range=1), abs=1e-4, rel=1e-5)
+  # The issue's bar: 1e-5 for PSNR (dB) and MAE, 1e-4 for SSIM, absolute.
+  assert got["psnr"] == pytest.approx(skm.peak_signal_noise_ratio(y64, x64, data_range=1), abs=1e-5, rel=0)
   assert got["ssim"] == pytest.approx(skm.structural_similarity(x64, y64, data_range=1, channel_axis=-1), abs=1e-4)
-  assert got["mae"] == pytest.approx(np.mean(np.abs(x64 - y64)), abs=1e-6, rel=1e-5)
+  assert got["mae"] == pytest.approx(np.mean(np.abs(x64 - y64)), abs=1e-5, rel=0)
 
 
 def test_ssim_is_per_image_in_a_batch():

@@ -1,88 +1,214 @@
 """Test-set evaluation: restore every image at full resolution, score it, write the tables.
 
-Per image: PSNR, SSIM and MAE of the restored image and, as the baseline, of the blurred
-combined input (L + R) / 2 against the sharp target. Where the data has a ground-truth COC map
+    bambnet eval --config configs/dpdd.py --workdir workdirs/dpdd           # a trained run
+    bambnet eval --config configs/dpdd.py --weights weights/deblur --output-dir results/official
+
+Per image: the metrics of a `suite.MetricSuite` (PSNR, SSIM, MAE, LPIPS) of the restored image
+and, as the baseline, PSNR, SSIM and MAE of the blurred combined input (L + R) / 2 against the
+sharp target; FID over each group's images. Groups are DPDD's indoor and outdoor scenes (the
+`scene_type` feature) and all images combined. Where the data has a ground-truth COC map
 (synthetic scenes), the COC net's signed-COC mean absolute error too, over all pixels and over
-textured pixels (where the DP views constrain the COC at all).
+textured pixels (where the DP views constrain the COC at all). Restored images are written as
+16-bit PNGs, portrait scenes turned back, by a writer thread while the device goes on.
 """
 
-import json
+import concurrent.futures
 import pathlib
+import re
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bambnet_jax import checkpoints as weights_io
+from bambnet_jax.data import pipeline
 from bambnet_jax.evaluation import metrics
-from bambnet_jax.io import files
+from bambnet_jax.evaluation import suite as suite_lib
+from bambnet_jax.evaluation import tables
 from bambnet_jax.io import images
 from bambnet_jax.losses import coc_search
 from bambnet_jax.models import networks
+from tfds_dpd import common as tfds_common
 
-TABLE_KEYS = ("psnr", "ssim", "mae")
+TABLE_KEYS = suite_lib.PIXEL_METRICS
+TEST_KEYS = pipeline.EVAL_KEYS + ("coc", "name", "scene_type", "rotated")
 
 
-def make_eval_fn(model_config):
-  """Jitted (deblur params, coc params or None, batch) -> per-image metrics and outputs."""
+_RESTORE_FNS = {}  # one compiled function per architecture, shared by repeated evaluations
+
+
+def make_restore_fn(model_config):
+  """Jitted (deblur params, coc params or None, batch, branch gates (M,) or None) -> outputs.
+
+  Outputs: the restored batch, the blurred input's PSNR / SSIM / MAE and, with COC parameters,
+  the COC map. Branch gates of 0 drop branches from the merge (the paper's Fig. 7).
+  """
+  key = model_config.to_json()
+  if key not in _RESTORE_FNS:
+    _RESTORE_FNS[key] = _build_restore_fn(model_config)
+  return _RESTORE_FNS[key]
+
+
+def _build_restore_fn(model_config):
   deblur = networks.build("deblur", model_config)
   coc_net = networks.build("coc", model_config)
 
   @jax.jit
-  def evaluate_batch(deblur_params, coc_params, batch):
+  def restore(deblur_params, coc_params, batch, branch_gates):
     views = jnp.concatenate([batch["left"], batch["right"]], axis=-1)
-    restored = deblur.apply({"params": deblur_params}, views)
-    out = {"restored": restored, **metrics.image_metrics(restored, batch["sharp"]),
-           **{f"input_{k}": v for k, v in metrics.image_metrics(batch["combined"], batch["sharp"]).items()}}
+    gates = None
+    if branch_gates is not None:
+      gates = jnp.broadcast_to(branch_gates.astype(jnp.float32), views.shape[:3] + branch_gates.shape)
+    out = {"restored": deblur.apply({"params": deblur_params}, views, gates)}
+    baseline = metrics.image_metrics(batch["combined"], batch["sharp"])
+    out.update({f"{tables.INPUT_PREFIX}{k}": v for k, v in baseline.items()})
     if coc_params is not None:
       out["coc"] = coc_net.apply({"params": coc_params}, views)
     return out
 
-  return evaluate_batch
+  return restore
 
 
-def evaluate(deblur_params, coc_params, model_config, batches, output_dir=None, save_images=4):
-  """Scores every real (unpadded) image of `batches`; writes metrics.json / metrics.md."""
-  evaluate_batch = make_eval_fn(model_config)
-  per_image = {k: [] for k in TABLE_KEYS + tuple(f"input_{k}" for k in TABLE_KEYS)}
-  coc_errors, saved = {"all": [], "textured": []}, 0
+def _text(value):
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _file_name(name, index):
+  safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+  return f"{safe or f'{index:03d}'}.png"
+
+
+def _scene_type(batch, i):
+  if "scene_type" not in batch:
+    return "unknown"
+  return tfds_common.SCENE_TYPES[int(batch["scene_type"][i])]
+
+
+class _ImageWriter:
+  """16-bit PNGs written by a thread (OpenCV's encoder releases the GIL)."""
+
+  def __init__(self, directory, limit):
+    self.directory, self.limit, self.count = pathlib.Path(directory), limit, 0
+    self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    self._pending = []
+
+  def add(self, image, name, rotated):
+    if self.limit is not None and self.count >= self.limit:
+      return
+    pixels = images.from_float(np.clip(image, 0.0, 1.0), 16)
+    if rotated:  # back to the capture's portrait orientation (see tfds_dpd.common.to_landscape)
+      pixels = np.ascontiguousarray(np.rot90(pixels, -tfds_common.PORTRAIT_ROTATION_K))
+    self._pending.append(self._pool.submit(images.write_png, self.directory / name, pixels))
+    self.count += 1
+
+  def close(self):
+    self._pool.shutdown(wait=True)
+    for future in self._pending:
+      future.result()  # re-raises a failed write
+
+
+def evaluate(deblur_params, coc_params, model_config, batches, output_dir=None, save_images=4,
+             suite=None, branch_gates=None, title="Test set", notes=()):
+  """Scores every real (unpadded) image of `batches`; writes the tables into `output_dir`.
+
+  suite: a MetricSuite (default: PSNR, SSIM, MAE, which need no weights). save_images: how many
+  restored images to write (None: all). Returns the combined summary, with every group under
+  "groups".
+  """
+  suite = suite or suite_lib.MetricSuite(suite_lib.PIXEL_METRICS)
+  restore = make_restore_fn(model_config)
+  gates = None if branch_gates is None else jnp.asarray(branch_gates, jnp.float32)
+  writer = None
+  if output_dir is not None and save_images != 0 and jax.process_index() == 0:
+    writer = _ImageWriter(pathlib.Path(output_dir) / "restored", save_images)
+  records, restored_features, target_features = [], [], []
+  seconds = {"restore": 0.0, "metrics": 0.0}
   for batch in batches:
-    out = jax.device_get(evaluate_batch(deblur_params, coc_params, batch))
-    real = np.asarray(jax.device_get(batch["mask"])) if "mask" in batch else np.ones(len(out["psnr"]), bool)
-    for key in per_image:
-      per_image[key].extend(np.asarray(out[key])[real].tolist())
-    if "coc" in out and "coc" in batch:
-      truth = np.asarray(jax.device_get(batch["coc"]))
-      combined = np.asarray(jax.device_get(batch["combined"]))
-      for i in np.flatnonzero(real):
+    start = time.perf_counter()
+    images_only = {k: batch[k] for k in pipeline.EVAL_KEYS}  # names and labels stay on the host
+    out = jax.block_until_ready(restore(deblur_params, coc_params, images_only, gates))
+    middle = time.perf_counter()
+    scores = jax.device_get(suite.per_image(out["restored"], batch["sharp"]))
+    seconds["restore"] += middle - start
+    seconds["metrics"] += time.perf_counter() - middle
+    out = jax.device_get(out)
+    real = np.asarray(jax.device_get(batch["mask"])) if "mask" in batch else np.ones(len(out["restored"]), bool)
+    host = {k: np.asarray(jax.device_get(batch[k])) for k in ("scene_type", "rotated", "coc", "combined")
+            if k in batch and (k != "combined" or "coc" in out)}
+    for i in np.flatnonzero(real):
+      name = _text(batch["name"][i]) if "name" in batch else f"{len(records):03d}"
+      record = {"name": name, "scene_type": _scene_type(host, i)}
+      record.update({k: float(scores[k][i]) for k in suite.image_metrics})
+      record.update({f"{tables.INPUT_PREFIX}{k}": float(out[f"{tables.INPUT_PREFIX}{k}"][i]) for k in TABLE_KEYS})
+      if "coc" in out and "coc" in host:
         predicted = out["coc"][i].mean(-1)  # the net predicts per colour channel; the truth is one map
-        error = np.abs(predicted - truth[i].reshape(predicted.shape))
-        coc_errors["all"].append(float(error.mean()))
-        coc_errors["textured"].append(float(error[coc_search.textured_mask(combined[i])].mean()))
-    if output_dir is not None:
-      for i in np.flatnonzero(real):
-        if saved < save_images:
-          images.write_png(pathlib.Path(output_dir) / f"restored_{saved:03d}.png",
-                           images.from_float(out["restored"][i], 16))
-          saved += 1
-  summary = {k: float(np.mean(v)) for k, v in per_image.items() if v}
-  summary["num_images"] = len(per_image["psnr"])
-  if coc_errors["all"]:
-    summary["coc_mae"] = float(np.mean(coc_errors["all"]))
-    summary["coc_mae_textured"] = float(np.mean(coc_errors["textured"]))
+        error = np.abs(predicted - host["coc"][i].reshape(predicted.shape))
+        record["coc_mae"] = float(error.mean())
+        record["coc_mae_textured"] = float(error[coc_search.textured_mask(host["combined"][i])].mean())
+      if "fid_restored" in scores:
+        restored_features.append(scores["fid_restored"][i])
+        target_features.append(scores["fid_target"][i])
+      if writer is not None:
+        rotated = bool(host["rotated"][i]) if "rotated" in host else False
+        writer.add(out["restored"][i], _file_name(name, len(records)), rotated)
+      records.append(record)
+  if writer is not None:
+    writer.close()
+  if not records:
+    raise ValueError("the test split has no images")
+  groups = tables.summarise(records, suite.names, suite.fid, np.asarray(restored_features),
+                            np.asarray(target_features))
   if output_dir is not None and jax.process_index() == 0:
-    write_tables(summary, per_image, output_dir)
-  return summary
+    extra = {"weight_files": suite.weight_files, "seconds": seconds, "fid_dims": suite.fid_dims,
+             "branch_gates": None if branch_gates is None else [float(g) for g in branch_gates]}
+    tables.write(output_dir, groups, records, suite.names, extra, title, notes, suite.fid_dims)
+  return {**groups["combined"], "groups": groups, "seconds": seconds}
 
 
-def write_tables(summary, per_image, output_dir):
-  output_dir = pathlib.Path(output_dir)
-  files.atomic_write_bytes(output_dir / "metrics.json",
-                           json.dumps({"summary": summary, "per_image": per_image}, indent=1).encode())
-  rows = ["| | PSNR (dB) | SSIM | MAE |", "| --- | --- | --- | --- |"]
-  for label, prefix in (("restored", ""), ("blurred input (L+R)/2", "input_")):
-    rows.append(f"| {label} | " + " | ".join(f"{summary[prefix + k]:.4f}" for k in TABLE_KEYS) + " |")
-  if "coc_mae" in summary:
-    rows.append(f"\nCOC net signed-COC MAE: {summary['coc_mae']:.3f} px (all pixels), "
-                f"{summary['coc_mae_textured']:.3f} px (textured pixels)")
-  rows.append(f"\n{summary['num_images']} images.")
-  files.atomic_write_bytes(output_dir / "metrics.md", ("\n".join(rows) + "\n").encode())
+def _padded_batch_size(batch_size, mesh):
+  """The smallest multiple of the mesh's device count that holds `batch_size` images."""
+  return -(-batch_size // mesh.size) * mesh.size
+
+
+def evaluate_checkpoint(config, workdir=None, weights=None, output_dir=None, metric_names=None,
+                        metric_weights_dir=None, save_images=None, fid_dims=2048, suite=None):
+  """`bambnet eval`: a trained workdir's (or a converted checkpoint's) test-set evaluation.
+
+  workdir: a training run (deblurring net from <workdir>/deblur/weights, COC net from
+  <workdir>/coc/weights when there). weights: a deblurring-net weights directory instead (e.g.
+  a converted official checkpoint, which needs no COC map at test time). Test data come from
+  config.data (test_dataset, test_split, test_max_examples). Writes into output_dir (default
+  <workdir>/evaluation) and returns the combined summary. `suite`: an already loaded MetricSuite
+  (then metric_names, metric_weights_dir and fid_dims are not used).
+  """
+  from bambnet_jax.training import data_sources  # pylint: disable=g-import-not-at-top
+  from bambnet_jax.training import parallel  # pylint: disable=g-import-not-at-top
+
+  if (workdir is None) == (weights is None):
+    raise ValueError("give either a training workdir or a weights directory, not both or neither")
+  # Weights of the metrics first: a missing file should fail before minutes of inference.
+  suite = suite or suite_lib.MetricSuite.load(metric_names or suite_lib.DEFAULT_METRICS, metric_weights_dir,
+                                              fid_dims=fid_dims)
+  coc_params = None
+  if weights is not None:
+    deblur_params, _, model_config = weights_io.load_weights(weights, expected_net="deblur")
+    if output_dir is None:
+      raise ValueError("with --weights, say where the results go (--output-dir)")
+  else:
+    workdir = pathlib.Path(workdir)
+    deblur_params, _, model_config = weights_io.load_weights(workdir / "deblur" / "weights", expected_net="deblur")
+    if (workdir / "coc" / "weights").is_dir():
+      coc_params = weights_io.load_weights(workdir / "coc" / "weights", expected_net="coc")[0]
+    output_dir = output_dir or workdir / "evaluation"
+  mesh = parallel.make_mesh()
+  data = data_sources.DataSources(config.data, mesh)
+  source = data.source(config.data.test_dataset, config.data.test_split, TEST_KEYS, config.data.test_max_examples)
+  batches = pipeline.evaluation_batches(source, mesh, batch_size=_padded_batch_size(config.eval.batch_size, mesh))
+  notes = [f"Test data: {config.data.test_dataset} / {config.data.test_split}; weights: "
+           f"{weights or pathlib.Path(workdir) / 'deblur' / 'weights'}."]
+  summary = evaluate(parallel.put_replicated(deblur_params, mesh),
+                     None if coc_params is None else parallel.put_replicated(coc_params, mesh),
+                     model_config, batches, output_dir, save_images=save_images, suite=suite, notes=notes)
+  table = tables.markdown(summary["groups"], suite.names, "Test set", notes, suite.fid_dims)
+  return summary | {"output_dir": str(output_dir), "table": table}

@@ -167,13 +167,13 @@ class DPPairFiles:
   sharp: pathlib.Path | None = None
 
 
-def find_dp_pairs(directory):
+def find_dp_pairs(directory, suffixes=IMAGE_SUFFIXES):
   """Finds DP pairs under `directory`.
 
   Two layouts are recognised: DPDD names in one folder (`NAME_L.png` with `NAME_R.png`, optional
-  sharp target `NAME_S.png`), and one folder per capture holding `l.png` and `r.png` (optional
-  `sharp.png`). Returns (pairs, problems): problems lists each unpaired file with the reason, so
-  a folder run can process the good pairs and report the rest.
+  sharp target `NAME_S.png`; any of `suffixes`), and one folder per capture holding `l.png` and
+  `r.png` (optional `sharp.png`). Returns (pairs, problems): problems lists each unpaired file with
+  the reason, so a folder run can process the good pairs and report the rest.
   """
   directory = pathlib.Path(directory)
   if not directory.is_dir():
@@ -194,7 +194,7 @@ def find_dp_pairs(directory):
     stems = {}
     for n in names:
       stem, ext = os.path.splitext(n)
-      if ext.lower() in IMAGE_SUFFIXES and len(stem) > 2 and stem[-2] == "_" and stem[-1] in "LRSlrs":
+      if ext.lower() in suffixes and len(stem) > 2 and stem[-2] == "_" and stem[-1] in "LRSlrs":
         stems.setdefault(stem[:-2], {})[stem[-1].upper()] = folder / n
     for stem, views in sorted(stems.items()):
       name = (folder.relative_to(directory) / stem).as_posix()
