@@ -25,12 +25,18 @@ def _coc(args):
         f"colours span +-{result['vmax']:.2f} px)")
 
 
+def _float_list(text):
+  try:
+    return [float(r) for r in text.split(",")]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _deblur(args):
   from bambnet_jax import deblur
-  thresholds = None if args.thresholds is None else [float(r) for r in args.thresholds.split(",")]
   done = deblur.run_deblur(args.output_dir, left=args.left, right=args.right, input_dir=args.input_dir,
                            weights=args.weights, coc_weights=args.coc_weights, coc=args.coc,
-                           thresholds=thresholds, dtype=args.dtype, tile=args.tile, overlap=args.overlap,
+                           thresholds=args.thresholds, dtype=args.dtype, tile=args.tile, overlap=args.overlap,
                            batch_size=args.batch_size, show_progress=not args.no_progress)
   print(f"restored {len(done)} pair(s) into {args.output_dir}")
 
@@ -86,7 +92,7 @@ def build_parser():
   p.add_argument("--coc-weights", help="COC net weights (default: the workdir's coc/weights, if any)")
   p.add_argument("--coc", default="auto", choices=("auto", "network", "search", "none"),
                  help="COC map source: auto = the COC net if known, else the classical search; none = skip")
-  p.add_argument("--thresholds", help="branch thresholds r_1,...,r_M in px (default: the workdir's search "
+  p.add_argument("--thresholds", type=_float_list, help="branch thresholds r_1,...,r_M in px (default: the workdir's search "
                                       "result, else the released code's 0,1.9,4.2,6.2)")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype")
   p.add_argument("--tile", type=int, help="tile side in px, a multiple of 16 (default 512, the training "

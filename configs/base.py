@@ -33,6 +33,7 @@ def base_config():
   config.coc.num_steps = 17_500  # paper: 10 epochs of ~7,000 DPDD patches at batch 4
   config.coc.batch_size = 4
   config.coc.learning_rate = 2e-5  # Adam (0.9, 0.999)
+  config.coc.lr_halve_every = ml_collections.config_dict.placeholder(int)  # None: constant (paper)
   config.coc.tv_start = 3_000  # iteration from which the total-variation term is on
   config.coc.tv_weight = 1e-5  # its weight (sum over the batch of |grad COC|)
 

@@ -37,7 +37,7 @@ def get_config(arg=None):
   config.data.train_dataset = config.data.meta_dataset = config.data.test_dataset = "dp_synthetic"
   config.data.meta_split = "validation"
   config.data.crop_size = 128  # random crops of the 256x256 scenes
-  config.data.worker_count = 4
+  config.data.worker_count = 8  # decoding must keep up with the GPU
 
   config.coc.num_steps = 3_500
   config.coc.batch_size = 8

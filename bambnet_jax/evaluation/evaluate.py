@@ -166,9 +166,16 @@ def evaluate(deblur_params, coc_params, model_config, batches, output_dir=None, 
   return {**groups["combined"], "groups": groups, "seconds": seconds}
 
 
-def _padded_batch_size(batch_size, mesh):
-  """The smallest multiple of the mesh's device count that holds `batch_size` images."""
-  return -(-batch_size // mesh.size) * mesh.size
+def test_batches(config, mesh):
+  """The config's test split in order, as evaluation batches on `mesh`, with names and labels.
+
+  config.eval.batch_size images per device, as in training's evaluation stage (padding rows at
+  the end are masked out).
+  """
+  from bambnet_jax.training import data_sources  # pylint: disable=g-import-not-at-top
+  source = data_sources.DataSources(config.data, mesh).source(
+      config.data.test_dataset, config.data.test_split, TEST_KEYS, config.data.test_max_examples)
+  return pipeline.evaluation_batches(source, mesh, batch_size=config.eval.batch_size * mesh.size)
 
 
 def evaluate_checkpoint(config, workdir=None, weights=None, output_dir=None, metric_names=None,
@@ -182,7 +189,6 @@ def evaluate_checkpoint(config, workdir=None, weights=None, output_dir=None, met
   <workdir>/evaluation) and returns the combined summary. `suite`: an already loaded MetricSuite
   (then metric_names, metric_weights_dir and fid_dims are not used).
   """
-  from bambnet_jax.training import data_sources  # pylint: disable=g-import-not-at-top
   from bambnet_jax.training import parallel  # pylint: disable=g-import-not-at-top
 
   if (workdir is None) == (weights is None):
@@ -202,9 +208,7 @@ def evaluate_checkpoint(config, workdir=None, weights=None, output_dir=None, met
       coc_params = weights_io.load_weights(workdir / "coc" / "weights", expected_net="coc")[0]
     output_dir = output_dir or workdir / "evaluation"
   mesh = parallel.make_mesh()
-  data = data_sources.DataSources(config.data, mesh)
-  source = data.source(config.data.test_dataset, config.data.test_split, TEST_KEYS, config.data.test_max_examples)
-  batches = pipeline.evaluation_batches(source, mesh, batch_size=_padded_batch_size(config.eval.batch_size, mesh))
+  batches = test_batches(config, mesh)
   notes = [f"Test data: {config.data.test_dataset} / {config.data.test_split}; weights: "
            f"{weights or pathlib.Path(workdir) / 'deblur' / 'weights'}."]
   summary = evaluate(parallel.put_replicated(deblur_params, mesh),

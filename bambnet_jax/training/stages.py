@@ -66,7 +66,11 @@ def train_coc(ctx):
   """Stage 1. Returns the trained COC net's parameters."""
   cfg = ctx.config.coc
   model = networks.build("coc", ctx.config.model)
-  optimizer = optax.adam(cfg.learning_rate, b1=0.9, b2=0.999)
+  learning_rate = cfg.learning_rate
+  if cfg.lr_halve_every:
+    learning_rate = optax.exponential_decay(cfg.learning_rate, transition_steps=cfg.lr_halve_every,
+                                            decay_rate=0.5, staircase=True)
+  optimizer = optax.adam(learning_rate, b1=0.9, b2=0.999)
   state = steps.create_state(networks.init_params("coc", ctx.config.model, ctx.key(_COC_STREAM)), optimizer)
   batches = ctx.data.train_batches(pipeline.COC_STAGE_KEYS, cfg.batch_size, seed=ctx.config.seed)
   ckpts = checkpointing.StageCheckpoints(ctx.workdir, "coc")

@@ -1,0 +1,258 @@
+"""`bambnet deblur`: restores a user's DP captures, one left/right pair or a folder of pairs.
+
+Per pair, in the output directory (NAME from the pair: its file stem without `_L`, or its folder
+path with `/` flattened to `_`):
+  NAME_restored.png  the restored image at the input's bit depth and channels (.npy for float input)
+  NAME_coc.npy       the signed COC map the masks come from, float32 px, (H, W, K): K = 3 from the
+                     COC net (one radius per colour channel), 1 from the classical search
+  NAME_coc.png       that map colour-mapped as by `bambnet coc` (the mean over K)
+  NAME_masks.png     the branch masks tinted over the input, a legend band below it
+
+A pair is computed completely before anything is written, each file is written atomically, and
+if a write fails the pair's files written so far are removed: no pair is ever half-written. In a
+folder run a bad pair is recorded and skipped; the summary names every bad file and the run fails.
+"""
+
+import concurrent.futures
+import dataclasses
+import json
+import pathlib
+import re
+
+import cv2
+import numpy as np
+
+from bambnet_jax import checkpoints
+from bambnet_jax import coc_maps
+from bambnet_jax import inference
+from bambnet_jax.io import files
+from bambnet_jax.io import images
+
+COC_CHOICES = ("auto",) + inference.COC_SOURCES
+# Okabe-Ito colours (distinguishable with colour-blindness), lightest branch first.
+BRANCH_COLOURS = np.array([(0, 158, 115), (230, 159, 0), (86, 180, 233), (204, 121, 167),
+                           (240, 228, 66), (0, 114, 178), (213, 94, 0), (0, 0, 0)], np.uint16)
+TINT = 115  # of 256: the branch colour's share in the overlay (~45%)
+NO_WEIGHTS = ("no deblurring network given: pass --weights with a training workdir (its "
+              "deblur/weights is used) or a weights directory from `bambnet convert-torch --net deblur`; "
+              "for a COC map alone, use `bambnet coc`")
+
+
+class DeblurFailures(ValueError):
+  """Some inputs of a folder run were bad; the others' outputs were written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSources:
+  """Where the networks come from and which thresholds r_1..r_M the masks use (None: default)."""
+  deblur: pathlib.Path
+  coc: pathlib.Path | None
+  thresholds: tuple | None
+
+
+def resolve_weights(weights, coc_weights=None):
+  """`--weights`: a deblurring weights directory, or a training workdir (deblur/weights, coc/weights
+  and the searched thresholds in progress.json). `--coc-weights` overrides the workdir's COC net."""
+  if weights is None:
+    raise ValueError(NO_WEIGHTS)
+  weights = pathlib.Path(weights)
+  coc_weights = None if coc_weights is None else pathlib.Path(coc_weights)
+  progress = weights / "progress.json"
+  if not ((weights / "deblur").is_dir() or progress.is_file()):
+    return WeightSources(weights, coc_weights, None)
+  deblur = weights / "deblur" / "weights"
+  if not deblur.is_dir():
+    raise checkpoints.WeightsError(f"{weights}: a training workdir without deblur/weights "
+                                   "(has the deblur stage finished?)")
+  thresholds = None
+  if progress.is_file():
+    try:
+      record = json.loads(progress.read_text())
+      found = record.get("finished", {}).get("search", {}).get("thresholds")
+    except (ValueError, AttributeError) as e:
+      raise checkpoints.WeightsError(f"{progress}: unreadable progress record ({e})") from e
+    if found:
+      thresholds = tuple(float(r) for r in found[:-1])  # the last one is the upper bound r_(M+1)
+  if coc_weights is None and (weights / "coc" / "weights").is_dir():
+    coc_weights = weights / "coc" / "weights"
+  return WeightSources(deblur, coc_weights, thresholds)
+
+
+def load_deblurrer(sources, coc="auto", thresholds=None, **options):
+  """A `Deblurrer` from `WeightSources`; coc: "auto" (the COC net if known, else the search),
+  "network", "search" or "none". `thresholds` overrides the sources'. options: see Deblurrer."""
+  if coc not in COC_CHOICES:
+    raise ValueError(f"unknown COC source {coc!r}; expected one of {COC_CHOICES}")
+  deblur_params, _, deblur_config = checkpoints.load_weights(sources.deblur, expected_net="deblur")
+  coc_params = coc_config = None
+  if coc in ("auto", "network") and sources.coc is not None:
+    coc_params, _, coc_config = checkpoints.load_weights(sources.coc, expected_net="coc")
+  return inference.Deblurrer(deblur_params, deblur_config, coc_params, coc_config,
+                             coc_source=None if coc == "auto" else coc,
+                             thresholds=thresholds if thresholds is not None else sources.thresholds, **options)
+
+
+def safe_name(text):
+  """A file-name stem from a pair name: path separators and odd characters become `_`."""
+  return re.sub(r"[^A-Za-z0-9._-]+", "_", text.replace("/", "_")).strip("._") or "image"
+
+
+def pair_name(left_path):
+  """The output name of a pair given as files: `x_L.png` -> x, `.../capture/l.png` -> capture."""
+  left_path = pathlib.Path(left_path)
+  stem = left_path.stem
+  if stem.lower() in ("l", "left"):
+    return safe_name(left_path.absolute().parent.name)
+  return safe_name(stem[:-2] if stem[-2:] in ("_L", "_l") else stem)
+
+
+def unique_names(names):
+  """Appends -2, -3, ... to repeated names, so two pairs never write the same files."""
+  seen, unique = {}, []
+  for name in names:
+    count = seen.get(name, 0) + 1
+    seen[name] = count
+    unique.append(name if count == 1 else f"{name}-{count}")
+  return unique
+
+
+def _to_rgb8(image):
+  rgb = images.from_float(image, 8)
+  return np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb
+
+
+def legend_band(width, thresholds, shares):
+  """(rows x row height, width, 3) uint8: per branch a colour swatch, its |COC| range and share."""
+  row = int(np.clip(width // 40, 12, 96))
+  labels = []
+  for i, r in enumerate(thresholds):
+    span = f"{r:g} <= |COC| < {thresholds[i + 1]:g}" if i + 1 < len(thresholds) else f"|COC| >= {r:g}"
+    labels.append((BRANCH_COLOURS[i % len(BRANCH_COLOURS)], f"branch {i + 1}: {span} px, {100 * shares[i]:.0f}%"))
+  if thresholds[0] > 0:
+    labels.append((None, f"untinted: |COC| < {thresholds[0]:g} px, {100 * shares[-1]:.0f}%"))
+  band = np.full((row * len(labels), width, 3), 32, np.uint8)
+  scale = 0.6 * row / 22.0  # Hershey simplex capitals are ~22 px high at scale 1
+  for k, (colour, text) in enumerate(labels):
+    top = k * row
+    if colour is not None:
+      band[top + 2:top + row - 2, 2:row - 2] = colour
+    cv2.putText(band, text, (row + 4, top + int(0.8 * row)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (235, 235, 235), max(1, round(scale * 1.5)), cv2.LINE_AA)
+  return band
+
+
+def masks_overlay(base, branches, thresholds):
+  """The branch of each pixel tinted over `base` ((H, W, C) float in [0, 1]), legend band below.
+
+  out = (base8 * (256 - TINT) + colour * TINT) / 256 in branch pixels; untinted where no branch.
+  """
+  base8 = _to_rgb8(base).astype(np.uint16)
+  palette = BRANCH_COLOURS[np.arange(len(thresholds)) % len(BRANCH_COLOURS)]
+  tinted = branches >= 0
+  colour = palette[np.maximum(branches, 0)]
+  blended = (base8 * (256 - TINT) + colour * TINT + 128) >> 8
+  overlay = np.where(tinted[..., None], blended, base8).astype(np.uint8)
+  counts = np.bincount(branches.ravel().astype(np.int64) + 1, minlength=len(thresholds) + 1)
+  shares = np.append(counts[1:], counts[0]) / branches.size  # per branch, then untinted
+  return np.concatenate([overlay, legend_band(branches.shape[1], thresholds, shares)], axis=0)
+
+
+def _encoded_outputs(output_dir, name, left, right, result, thresholds):
+  """{path: bytes or array} of one pair, all encoded before anything is written."""
+  output_dir = pathlib.Path(output_dir)
+  depth = images.bit_depth_of(left)
+  outputs = {}
+  if depth is None:  # float input: float output
+    outputs[output_dir / f"{name}_restored.npy"] = result.restored
+  else:
+    outputs[output_dir / f"{name}_restored.png"] = images.encode_png(images.from_float(result.restored, depth))
+  if result.coc is not None:
+    shown = result.coc.mean(axis=-1)
+    outputs[output_dir / f"{name}_coc.npy"] = result.coc
+    outputs[output_dir / f"{name}_coc.png"] = images.encode_png(
+        coc_maps.colour_map(shown, coc_maps.colour_range(shown)))
+    combined = (images.to_float(left) + images.to_float(right)) / 2.0
+    overlay = masks_overlay(combined, result.branches, thresholds)
+    outputs[output_dir / f"{name}_masks.png"] = images.encode_png(overlay)
+  return outputs
+
+
+def _write_all(outputs):
+  """Writes every output atomically; on a failure removes those written, then re-raises."""
+  written = []
+  try:
+    for path, content in outputs.items():
+      if isinstance(content, bytes):
+        files.atomic_write_bytes(path, content)
+      else:
+        images.write_npy(path, np.asarray(content, np.float32))
+      written.append(path)
+  except BaseException:
+    for path in written:
+      path.unlink(missing_ok=True)
+    raise
+  return list(outputs)
+
+
+def _read_pair(pair):
+  left, right = images.read_dp_pair(pair.left, pair.right)
+  if left.shape[-1] not in (1, 3):
+    raise images.ImageError(pair.left, f"{left.shape[-1]} channels; need RGB or single-channel")
+  return left, right
+
+
+def run_deblur(output_dir, left=None, right=None, input_dir=None, weights=None, coc_weights=None,
+               coc="auto", thresholds=None, dtype="float32", tile=None, overlap=None, batch_size=1,
+               show_progress=True):
+  """Restores one pair (`left`, `right`) or every pair under `input_dir` into `output_dir`.
+
+  tile, overlap: None for inference.DEFAULT_TILE / DEFAULT_OVERLAP.
+  Returns a list with one dict per restored pair: name, input files, written paths.
+  Raises ValueError/OSError (ImageError, WeightsError, ...) for a bad single pair or bad options,
+  before anything is written; DeblurFailures after a folder run in which some inputs were bad.
+  """
+  import tqdm  # only the command shows progress bars
+
+  if (left is None) != (right is None) or (left is None) == (input_dir is None):
+    raise ValueError("give either --left and --right (one pair) or --input-dir (a folder of pairs)")
+  tile = inference.DEFAULT_TILE if tile is None else tile
+  overlap = inference.DEFAULT_OVERLAP if overlap is None else overlap
+  deblurrer = load_deblurrer(resolve_weights(weights, coc_weights), coc, thresholds, compute_dtype=dtype,
+                             tile=tile, overlap=overlap, batch_size=batch_size,
+                             progress=lambda **kw: tqdm.tqdm(leave=False, unit="tile", disable=not show_progress
+                                                             or kw["total"] < 2, **kw))
+  if input_dir is None:
+    pairs, problems = [images.DPPairFiles(pair_name(left), pathlib.Path(left), pathlib.Path(right))], []
+    names = [pairs[0].name]
+  else:
+    pairs, problems = images.find_dp_pairs(input_dir, suffixes=images.IMAGE_SUFFIXES + (".npy",))
+    if not pairs and not problems:
+      raise images.ImageError(input_dir, "no DP pairs found (expected NAME_L.png with NAME_R.png, "
+                                         "or folders holding l.png and r.png)")
+    base = safe_name(pathlib.Path(input_dir).absolute().name)
+    names = unique_names([base if p.name == "." else safe_name(p.name) for p in pairs])
+  failures = [(str(path), problem) for path, problem in problems]
+  done = []
+  # Reads the next pair while the current one is restored.
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
+    reads = [reader.submit(_read_pair, pairs[0])] if pairs else []
+    for index in tqdm.tqdm(range(len(pairs)), desc="deblur", unit="pair", disable=not show_progress or len(pairs) < 2):
+      pair, name = pairs[index], names[index]
+      if index + 1 < len(pairs):
+        reads.append(reader.submit(_read_pair, pairs[index + 1]))
+      try:
+        views = reads[index].result()
+        reads[index] = None  # frees the pixels once restored
+        result = deblurrer(*views)
+        written = _write_all(_encoded_outputs(output_dir, name, *views, result, deblurrer.thresholds))
+      except (ValueError, OSError) as e:
+        if input_dir is None:
+          raise
+        failures.append((getattr(e, "path", f"{pair.left} / {pair.right}"), getattr(e, "problem", str(e))))
+        continue
+      done.append({"name": name, "left": str(pair.left), "right": str(pair.right),
+                   "outputs": [str(p) for p in written], "coc_source": result.coc_source})
+  if failures:
+    lines = "\n".join(f"  {path}: {problem}" for path, problem in failures)
+    raise DeblurFailures(f"{len(failures)} bad input(s); {len(done)} pair(s) restored into {output_dir}:\n{lines}")
+  return done

@@ -1,0 +1,104 @@
+"""What the experiment scripts share: a training run made or resumed, its networks, its test set.
+
+Every script in experiments/ takes `--config` (default configs/smoke.py, seconds on a CPU),
+`--workdir`, the metric options of `bambnet eval` and config overrides, trains what it needs
+through `train_and_evaluate` (finished stages are never redone, so scripts share one run), and
+evaluates with `evaluate.evaluate` on the config's full-resolution test split.
+"""
+
+import argparse
+import json
+import pathlib
+
+import jax
+
+from bambnet_jax import checkpoints as weights_io
+from bambnet_jax import config_loader
+from bambnet_jax.data import pipeline
+from bambnet_jax.evaluation import evaluate
+from bambnet_jax.evaluation import suite as suite_lib
+
+DEFAULT_CONFIG = "configs/smoke.py"
+# The metrics of the paper's tables (LPIPS with SqueezeNet, as BaMBNet's code computes it).
+PAPER_METRICS = "psnr,ssim,mae,lpips_squeeze,fid"
+
+
+def parser(description):
+  """The command line every experiment script shares."""
+  p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--config", default=DEFAULT_CONFIG, help="configs/<name>.py[:arg] (default: %(default)s)")
+  p.add_argument("--workdir", required=True, help="training runs and results go here")
+  p.add_argument("--metrics", default=PAPER_METRICS,
+                 help="as `bambnet eval --metrics` (default: %(default)s, the paper's); LPIPS and FID "
+                      "need pretrained weight files, e.g. --metrics psnr,ssim,mae runs without")
+  p.add_argument("--metric-weights", help="folder of the LPIPS / FID weight files")
+  p.add_argument("--fid-dims", type=int, default=2048, choices=(64, 192, 768, 2048),
+                 help="InceptionV3 features of FID (default 2048, the literature's)")
+  p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.manual_dir=/data/dpdd")
+  return p
+
+
+def load_config(args, extra_overrides=()):
+  return config_loader.apply_overrides(config_loader.load_config(args.config),
+                                       list(args.overrides) + list(extra_overrides))
+
+
+def metric_suite(args):
+  """The metrics asked for, loaded before any training (a missing weights file fails at once)."""
+  return suite_lib.MetricSuite.load(args.metrics, args.metric_weights, fid_dims=args.fid_dims)
+
+
+def train(config, workdir):
+  """Trains (or resumes, or finds finished) the COC net, threshold search and deblurring net."""
+  from bambnet_jax.training import train as train_lib  # pylint: disable=g-import-not-at-top
+  train_lib.train_and_evaluate(config, workdir, stop_after="deblur")
+
+
+class Run:
+  """The trained networks and search record of a workdir."""
+
+  def __init__(self, workdir):
+    self.workdir = pathlib.Path(workdir)
+    self.deblur_params, _, self.model_config = weights_io.load_weights(
+        self.workdir / "deblur" / "weights", expected_net="deblur")
+    coc_dir = self.workdir / "coc" / "weights"
+    self.coc_params = weights_io.load_weights(coc_dir, expected_net="coc")[0] if coc_dir.is_dir() else None
+    progress = json.loads((self.workdir / "progress.json").read_text())["finished"]
+    self.thresholds = progress.get("search", {}).get("thresholds")
+    rounds = self.workdir / "search" / "rounds.json"
+    self.search_history = json.loads(rounds.read_text()) if rounds.is_file() else []
+
+
+def test_batches(config, mesh=None):
+  """The config's test split in order, as evaluation batches on `mesh` (default: all devices)."""
+  from bambnet_jax.training import parallel  # pylint: disable=g-import-not-at-top
+  return evaluate.test_batches(config, mesh or parallel.make_mesh())
+
+
+def evaluate_run(run, config, suite, output_dir, branch_gates=None, save_images=0, title="Test set", notes=()):
+  """evaluate.evaluate of a Run's deblurring net on the config's test split."""
+  from bambnet_jax.training import parallel  # pylint: disable=g-import-not-at-top
+  mesh = parallel.make_mesh()
+  coc = None if run.coc_params is None else parallel.put_replicated(run.coc_params, mesh)
+  return evaluate.evaluate(parallel.put_replicated(run.deblur_params, mesh), coc, run.model_config,
+                           test_batches(config, mesh), output_dir, save_images=save_images, suite=suite,
+                           branch_gates=branch_gates, title=title, notes=notes)
+
+
+def first_test_images(config, count):
+  """The first `count` test examples as host arrays (float images in [0, 1])."""
+  images, taken = [], 0
+  for batch in test_batches(config):
+    batch = jax.device_get(batch)
+    for i in range(len(batch["mask"])):
+      if batch["mask"][i] and taken < count:
+        images.append({k: batch[k][i] for k in pipeline.EVAL_KEYS + ("name",) if k in batch})
+        taken += 1
+    if taken >= count:
+      break
+  return images
+
+
+def example_name(example):
+  name = example.get("name", "")
+  return name.decode() if isinstance(name, bytes) else str(name)

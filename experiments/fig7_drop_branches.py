@@ -1,0 +1,105 @@
+"""The paper's Fig. 7: a trained deblurring net with the residuals of some branches dropped.
+
+    python experiments/fig7_drop_branches.py --config configs/dpdd.py --workdir workdirs/dpdd
+    python experiments/fig7_drop_branches.py --workdir /tmp/fig7 --metrics psnr,ssim,mae  # CPU
+
+No retraining: the branches left out get a gate of 0, so their residuals never reach the merge
+z = F_enc + sum_i g_i o_i. The subsets are the paper's: all branches; the lightest alone, then
+adding heavier ones (1st, 1st+2nd, 1st+2nd+3rd); the heaviest alone, then adding lighter ones
+(last, 3rd+last, 2nd+3rd+last). Each is scored over the whole test split; the first test image's
+outputs are shown. Writes <workdir>/fig7/{fig7.md,fig7.json,fig7.png} and one table folder per
+subset.
+"""
+
+import io
+import json
+import pathlib
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+
+from bambnet_jax.evaluation import evaluate
+from bambnet_jax.evaluation import runs
+from bambnet_jax.evaluation import suite as suite_lib
+from bambnet_jax.io import files
+
+
+def branch_subsets(num_branches):
+  """[(label, kept branches (0-based))]: all, lightest-first prefixes, heaviest-first suffixes."""
+  ordinal = lambda i: "last" if i == num_branches - 1 else {0: "1st", 1: "2nd", 2: "3rd"}.get(i, f"{i + 1}th")
+  name = lambda kept: "+".join(ordinal(i) for i in kept)
+  subsets = [("all branches", tuple(range(num_branches)))]
+  subsets += [(name(tuple(range(k))), tuple(range(k))) for k in range(1, num_branches)]
+  subsets += [(name(tuple(range(num_branches - k, num_branches))), tuple(range(num_branches - k, num_branches)))
+              for k in range(1, num_branches)]
+  return subsets
+
+
+def gates_of(kept, num_branches):
+  return np.asarray([1.0 if i in kept else 0.0 for i in range(num_branches)], np.float32)
+
+
+def plot(example, outputs, labels, scores):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  panels = [("input view", example["combined"]), ("GT", example["sharp"])]
+  panels += [(f"{label}\n{score:.2f} dB", out) for label, out, score in zip(labels, outputs, scores)]
+  cols = min(len(panels), 5)
+  rows = -(-len(panels) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.4 * rows), squeeze=False)
+  for ax, (title, image) in zip(axes.flat, panels):
+    ax.imshow(np.clip(image, 0, 1))
+    ax.set_title(title, fontsize=8)
+  for ax in axes.flat:
+    ax.axis("off")
+  fig.tight_layout()
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=100)
+  plt.close(fig)
+  return buffer.getvalue()
+
+
+def main(argv=None):
+  p = runs.parser(__doc__)
+  args = p.parse_args(argv)
+  config = runs.load_config(args)
+  workdir = pathlib.Path(args.workdir)
+  suite = runs.metric_suite(args)
+  runs.train(config, workdir)
+  run = runs.Run(workdir)
+  num_branches = len(run.model_config.branch_capacities)
+  out = workdir / "fig7"
+  results, images_out, image_psnr = {}, [], []
+  example = runs.first_test_images(config, 1)[0]
+  restore = evaluate.make_restore_fn(run.model_config)
+  one = {k: jnp.asarray(example[k])[None] for k in ("left", "right", "combined", "sharp")}
+  for label, kept in branch_subsets(num_branches):
+    gates = gates_of(kept, num_branches)
+    summary = runs.evaluate_run(run, config, suite, out / label.replace("+", "_").replace(" ", "_"),
+                                branch_gates=gates, title=f"Branches kept: {label}")
+    results[label] = {"kept": list(kept), **{k: summary[k] for k in suite.image_metrics}}
+    if "fid" in suite.names:
+      results[label]["fid"] = summary["fid"]
+    restored = np.asarray(restore(run.deblur_params, None, one, jnp.asarray(gates))["restored"][0])
+    images_out.append(restored)
+    image_psnr.append(float(10 * np.log10(1.0 / np.mean((restored - example["sharp"]) ** 2))))
+  columns = [m for m in suite.names]
+  lines = ["# Fig. 7: dropping branches from the trained net (test split)", "",
+           "| branches kept | " + " | ".join(suite_lib.LABELS[m] for m in columns) + " |",
+           "| --- " * (len(columns) + 1) + "|"]
+  cell = lambda value: "-" if value is None else f"{value:.4f}"
+  lines += [f"| {label} | " + " | ".join(cell(r[m]) for m in columns) + " |" for label, r in results.items()]
+  text = "\n".join(lines) + "\n"
+  files.atomic_write_bytes(out / "fig7.md", text.encode())
+  files.atomic_write_bytes(out / "fig7.json", json.dumps(results, indent=1).encode())
+  files.atomic_write_bytes(out / "fig7.png", plot(example, images_out, list(results), image_psnr))
+  print(text)
+  return results
+
+
+if __name__ == "__main__":
+  main()
+  sys.exit(0)
