@@ -12,7 +12,6 @@ medium, yellow heavy blur) and fig5.json (each round's thresholds and share of p
 branch). LPIPS and FID play no part here, so no metric weights are needed.
 """
 
-import io
 import json
 import pathlib
 import sys
@@ -22,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bambnet_jax.evaluation import runs
+from bambnet_jax.io import figures
 from bambnet_jax.io import files
 from bambnet_jax.models import masks
 from bambnet_jax.models import networks
@@ -41,10 +41,8 @@ def branch_maps(coc, thresholds):
 
 
 def plot(views, blur, label_maps, labels, num_branches):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
   from matplotlib import colors as mcolors  # pylint: disable=g-import-not-at-top
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = figures.pyplot()
 
   # viridis runs purple -> blue -> teal -> yellow: the paper's slight-to-heavy colours.
   palette = mcolors.ListedColormap(plt.get_cmap("viridis")(np.linspace(0, 1, num_branches)))
@@ -60,11 +58,7 @@ def plot(views, blur, label_maps, labels, num_branches):
     axes[0, col].set_title(title, fontsize=8)
   for ax in axes.flat:
     ax.axis("off")
-  fig.tight_layout()
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=100)
-  plt.close(fig)
-  return buffer.getvalue()
+  return figures.png_bytes(fig)
 
 
 def main(argv=None):

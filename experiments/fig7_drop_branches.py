@@ -11,7 +11,6 @@ outputs are shown. Writes <workdir>/fig7/{fig7.md,fig7.json,fig7.png} and one ta
 subset.
 """
 
-import io
 import json
 import pathlib
 import sys
@@ -22,6 +21,7 @@ import numpy as np
 from bambnet_jax.evaluation import evaluate
 from bambnet_jax.evaluation import runs
 from bambnet_jax.evaluation import suite as suite_lib
+from bambnet_jax.io import figures
 from bambnet_jax.io import files
 
 
@@ -41,9 +41,7 @@ def gates_of(kept, num_branches):
 
 
 def plot(example, outputs, labels, scores):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = figures.pyplot()
 
   panels = [("input view", example["combined"]), ("GT", example["sharp"])]
   panels += [(f"{label}\n{score:.2f} dB", out) for label, out, score in zip(labels, outputs, scores)]
@@ -55,11 +53,7 @@ def plot(example, outputs, labels, scores):
     ax.set_title(title, fontsize=8)
   for ax in axes.flat:
     ax.axis("off")
-  fig.tight_layout()
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=100)
-  plt.close(fig)
-  return buffer.getvalue()
+  return figures.png_bytes(fig)
 
 
 def main(argv=None):

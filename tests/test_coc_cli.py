@@ -1,5 +1,8 @@
 """`bambnet coc`: files written, their contents, and errors, on pairs rendered here from SPEC 3."""
 
+import pathlib
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,21 +13,10 @@ from bambnet_jax import cli
 from bambnet_jax import coc_maps
 from bambnet_jax.io import images
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import dp_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 HEIGHT, WIDTH = 64, 80
-
-
-def spec_left_psf(b):
-  psf = np.zeros((49, 49))
-  for i in range(25):
-    offsets = np.arange(-i, i + 1)
-    disk = offsets[:, None] ** 2 + offsets[None, :] ** 2 <= i ** 2
-    k_plus = disk * np.minimum(np.arange(2 * i + 1) + 1, max(2 * i, 1))[None, :]
-    k_plus = k_plus / k_plus.sum()
-    h_plus, h_minus = max(0, 1 - abs(b - i)), max(0, 1 - abs(b + i))
-    if i == 0:
-      h_plus, h_minus = h_plus / 2, h_minus / 2
-    psf[24 - i:25 + i, 24 - i:25 + i] += h_plus * k_plus + h_minus * k_plus[:, ::-1]
-  return psf
 
 
 def write_pair(folder, b, seed=0):
@@ -34,7 +26,7 @@ def write_pair(folder, b, seed=0):
   noise = rng.random((HEIGHT + 2 * margin, WIDTH + 2 * margin, 3))
   sharp = sum(ndimage.gaussian_filter(noise, (s, s, 0)) * s for s in (1, 3))
   sharp = (sharp - sharp.min()) / (sharp.max() - sharp.min())
-  psf = spec_left_psf(b)
+  psf = dp_reference.spec_left_psf(b)
   paths = []
   for name, kernel in (("l.png", psf), ("r.png", psf[:, ::-1])):
     view = np.stack([ndimage.convolve(sharp[..., c], kernel, mode="constant") for c in range(3)], -1)

@@ -1,6 +1,9 @@
 """The classical COC estimate: on pairs rendered here from the SPEC, on generated scenes, on the
 real Canon pairs (SOURCES.md beside them: 0.6 m in front of the 1 m focus, 1.5 m behind it)."""
 
+import pathlib
+import sys
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -9,22 +12,10 @@ from bambnet_jax.data import synthetic
 from bambnet_jax.io import images
 from bambnet_jax.losses import coc_search
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import dp_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 SIZE = 96
-
-
-def spec_left_psf(b):
-  """sum_i h+_i K+_i + h-_i K-_i (SPEC 3), centred in a 49 x 49 frame."""
-  psf = np.zeros((49, 49))
-  for i in range(25):
-    offsets = np.arange(-i, i + 1)
-    disk = offsets[:, None] ** 2 + offsets[None, :] ** 2 <= i ** 2
-    k_plus = disk * np.minimum(np.arange(2 * i + 1) + 1, max(2 * i, 1))[None, :]
-    k_plus = k_plus / k_plus.sum()
-    h_plus, h_minus = max(0, 1 - abs(b - i)), max(0, 1 - abs(b + i))
-    if i == 0:
-      h_plus, h_minus = h_plus / 2, h_minus / 2
-    psf[24 - i:25 + i, 24 - i:25 + i] += h_plus * k_plus + h_minus * k_plus[:, ::-1]
-  return psf
 
 
 def render_constant_depth(b, seed=0):
@@ -39,7 +30,7 @@ def render_constant_depth(b, seed=0):
   noise = rng.random((SIZE + 2 * margin, SIZE + 2 * margin, 3))
   sharp = sum(ndimage.gaussian_filter(noise, (s, s, 0)) * s for s in (1, 3, 8))
   sharp = (sharp - sharp.min()) / (sharp.max() - sharp.min())
-  psf = spec_left_psf(b)
+  psf = dp_reference.spec_left_psf(b)
   views = []
   for kernel in (psf, psf[:, ::-1]):
     blurred = np.stack([ndimage.convolve(sharp[..., c], kernel, mode="constant") for c in range(3)], -1)

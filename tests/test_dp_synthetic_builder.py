@@ -1,7 +1,6 @@
 """The dp_synthetic builder: scenes from the generator, stored 16-bit with their COC map."""
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from bambnet_jax.data import pipeline
 from bambnet_jax.data import sources

@@ -1,6 +1,5 @@
 """The dpdd builder: a fake DPDD tree written here is prepared without TensorFlow and read back."""
 
-import pathlib
 import sys
 
 import cv2

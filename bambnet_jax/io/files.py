@@ -22,6 +22,8 @@ def atomic_path(path):
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
   os.close(fd)
+  # mkstemp makes the file private (0600); outputs get the usual permissions the umask allows.
+  os.chmod(tmp, 0o666 & ~_current_umask())
   try:
     yield tmp
     os.replace(tmp, path)
@@ -47,3 +49,9 @@ def atomic_write_bytes(path, data):
 def _remove_quietly(path):
   with contextlib.suppress(FileNotFoundError):
     os.remove(path)
+
+
+def _current_umask():
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask

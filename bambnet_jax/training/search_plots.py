@@ -4,12 +4,12 @@ The plot shows, per round, each branch's mean L1 error per COC bin on the meta s
 thresholds chosen from them (the analogue of the paper's Fig. 5, which shows the masks).
 """
 
-import io
 import json
 import pathlib
 
 import numpy as np
 
+from bambnet_jax.io import figures
 from bambnet_jax.io import files
 
 
@@ -21,9 +21,7 @@ def write_search_report(history, directory):
 
 def plot_rounds(history):
   """PNG bytes: one panel per round, mean error per bin for each branch, thresholds as lines."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = figures.pyplot()
 
   cols = min(3, len(history))
   rows = -(-len(history) // cols)
@@ -46,8 +44,4 @@ def plot_rounds(history):
   for ax in list(axes.flat)[len(history):]:
     ax.axis("off")
   axes.flat[0].legend(fontsize=7)
-  fig.tight_layout()
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=100)
-  plt.close(fig)
-  return buffer.getvalue()
+  return figures.png_bytes(fig)

@@ -79,14 +79,19 @@ def train_coc(ctx):
   step_fn = steps.jit_train_step(steps.coc_train_step, ctx.mesh, model=model, optimizer=optimizer,
                                  tv_start=cfg.tv_start, tv_weight=cfg.tv_weight,
                                  skip_nonfinite=ctx.config.skip_nonfinite)
-  logger = logs.StageLogger(ctx.workdir, "coc", cfg.num_steps, int(state.step))
+  return _train_and_export(ctx, "coc", state, lambda _: step_fn, batches, ckpts, cfg.num_steps)
+
+
+def _train_and_export(ctx, stage, state, choose_step, batches, ckpts, num_steps):
+  """Runs a stage's steps to `num_steps`, then exports its weights; returns the parameters."""
+  logger = logs.StageLogger(ctx.workdir, stage, num_steps, int(state.step))
   try:
-    state = loop.run_steps(state, choose_step=lambda _: step_fn, batches=batches, end_step=cfg.num_steps,
-                           settings=ctx.settings("coc"), checkpoints=ckpts, logger=logger, extra=dict)
+    state = loop.run_steps(state, choose_step=choose_step, batches=batches, end_step=num_steps,
+                           settings=ctx.settings(stage), checkpoints=ckpts, logger=logger, extra=dict)
   finally:
     logger.close()
     ckpts.close()
-  _export_weights(ctx, "coc", state.params, "coc")
+  _export_weights(ctx, stage, state.params, stage)
   return state.params
 
 
@@ -176,15 +181,7 @@ def train_deblur(ctx, coc_params, thresholds, init_params=None):
   unmasked = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, mask_mode=steps.NO_MASKS, **common)
   # After the annealing, nothing computes COC maps any more.
   choose = lambda step: annealed if cfg.use_masks and step < cfg.anneal_steps else unmasked
-  logger = logs.StageLogger(ctx.workdir, "deblur", cfg.num_steps, int(state.step))
-  try:
-    state = loop.run_steps(state, choose_step=choose, batches=batches, end_step=cfg.num_steps,
-                           settings=ctx.settings("deblur"), checkpoints=ckpts, logger=logger, extra=dict)
-  finally:
-    logger.close()
-    ckpts.close()
-  _export_weights(ctx, "deblur", state.params, "deblur")
-  return state.params
+  return _train_and_export(ctx, "deblur", state, choose, batches, ckpts, cfg.num_steps)
 
 
 def latest_search_params(ctx, coc_params):

@@ -13,7 +13,6 @@ patches, SPEC section 5; train / validation; evaluate on `full`'s test split).
 import dataclasses
 
 from absl import logging
-import numpy as np
 import tensorflow_datasets as tfds
 
 from bambnet_jax.data import patches as patches_lib
