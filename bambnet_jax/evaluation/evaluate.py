@@ -32,7 +32,6 @@ from bambnet_jax.models import networks
 from tfds_dpd import common as tfds_common
 
 TABLE_KEYS = suite_lib.PIXEL_METRICS
-TEST_KEYS = pipeline.EVAL_KEYS + ("coc", "name", "scene_type", "rotated")
 
 
 _RESTORE_FNS = {}  # one compiled function per architecture, shared by repeated evaluations
@@ -173,9 +172,7 @@ def test_batches(config, mesh):
   the end are masked out).
   """
   from bambnet_jax.training import data_sources  # pylint: disable=g-import-not-at-top
-  source = data_sources.DataSources(config.data, mesh).source(
-      config.data.test_dataset, config.data.test_split, TEST_KEYS, config.data.test_max_examples)
-  return pipeline.evaluation_batches(source, mesh, batch_size=config.eval.batch_size * mesh.size)
+  return data_sources.DataSources(config.data, mesh).test_batches(config.eval.batch_size)
 
 
 def evaluate_checkpoint(config, workdir=None, weights=None, output_dir=None, metric_names=None,

@@ -86,7 +86,8 @@ class DataSources:
     return pipeline.evaluation_batches(source, self.mesh, batch_size=self._per_device(batch_size))
 
   def test_batches(self, batch_size_per_device):
-    source = self.source(self.config.test_dataset, self.config.test_split, pipeline.EVAL_KEYS + ("coc",),
-                         self.config.test_max_examples)
+    # Names, indoor/outdoor labels and rotation come along (kept on the host) for the tables.
+    keys = pipeline.EVAL_KEYS + ("coc", "name", "scene_type", "rotated")
+    source = self.source(self.config.test_dataset, self.config.test_split, keys, self.config.test_max_examples)
     return pipeline.evaluation_batches(source, self.mesh, batch_size=batch_size_per_device * self.mesh.size)
 
