@@ -1,5 +1,6 @@
 """The dpdd builder: a fake DPDD tree written here is prepared without TensorFlow and read back."""
 
+import pathlib
 import sys
 
 import cv2
@@ -158,3 +159,20 @@ def test_label_files_must_come_in_pairs(tmp_path):
   np.save(tmp_path / "outdoor_labels.npy", np.array([4]))
   with pytest.raises(layout.DpddLayoutError, match="outside 1..3"):
     layout.read_test_scene_types([tmp_path], 3)
+
+
+def test_bambnet_train_on_a_broken_tree_exits_non_zero_naming_the_folder(tmp_path):
+  # The command line's answer to a bad DPDD download: one clear line, exit 2, no dataset written.
+  import subprocess  # pylint: disable=g-import-not-at-top
+  manual = tmp_path / "manual"
+  write_fake_dpdd(manual)
+  (manual / "train_c/target/1P0A0203.png").unlink()
+  data_dir = tmp_path / "data"
+  result = subprocess.run(
+      [sys.executable, "-m", "bambnet_jax.cli", "train", "--config", "configs/dpdd.py", "--workdir",
+       str(tmp_path / "work"), f"data.manual_dir={manual}", f"data.data_dir={data_dir}", "data.worker_count=0"],
+      capture_output=True, text=True, cwd=str(pathlib.Path(__file__).parents[1]))
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "bambnet train: error:" in result.stderr and "train_c/target" in result.stderr
+  prepared = list(data_dir.rglob("*.array_record*")) if data_dir.exists() else []
+  assert not prepared and not (tmp_path / "work" / "progress.json").exists()
