@@ -52,6 +52,12 @@ def _eval(args):
   print(summary["table"] + f"\n(tables and images in {summary['output_dir']})")
 
 
+def _quickstart(args):
+  from bambnet_jax import report
+  path = report.run_quickstart(args.workdir, args.overrides)
+  print(f"wrote {path}")
+
+
 def build_parser():
   parser = argparse.ArgumentParser(prog="bambnet", description=__doc__)
   commands = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +126,12 @@ def build_parser():
                  help="restored 16-bit PNGs to write (default -1: all; 0: none)")
   p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.manual_dir=/data/dpdd")
   p.set_defaults(run=_eval)
+
+  p = commands.add_parser("quickstart", help="train configs/quickstart.py on a CPU in minutes, restore the "
+                                              "Canon DP pairs of tests/data, write <workdir>/report.html")
+  p.add_argument("--workdir", required=True, help="checkpoints, outputs and report.html go here")
+  p.add_argument("overrides", nargs="*", help="config overrides, e.g. deblur.num_steps=1000")
+  p.set_defaults(run=_quickstart)
 
   return parser
 
