@@ -7,6 +7,7 @@ import tensorflow_datasets as tfds
 
 from bambnet_jax.data import pipeline
 from bambnet_jax.data import sources
+from bambnet_jax.training import parallel
 import tfds_dpd  # registers the builders
 
 from test_dpdd_builder import write_fake_dpdd
@@ -36,7 +37,7 @@ def source_of(count, keys=pipeline.DEBLUR_STAGE_KEYS):
 def test_two_device_mesh_each_device_receives_its_half():
   devices = jax.devices()[:2]
   assert len(devices) == 2
-  mesh = pipeline.data_mesh(devices)
+  mesh = parallel.make_mesh(devices)
   on_host = pipeline.training_batches(source_of(12), batch_size=4, seed=3)
   on_mesh = pipeline.training_batches(source_of(12), mesh, batch_size=4, seed=3)
   for _ in range(3):

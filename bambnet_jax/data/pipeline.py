@@ -2,7 +2,7 @@
 
     import tfds_dpd  # registers the datasets
     source = sources.DPSource.from_tfds("dpdd/patches", "train", keys=pipeline.DEBLUR_STAGE_KEYS)
-    batches = pipeline.training_batches(source, pipeline.data_mesh(), batch_size=2, seed=0,
+    batches = pipeline.training_batches(source, parallel.make_mesh(), batch_size=2, seed=0,
                                         worker_count=12)
     batch = next(batches)            # {"left": jax.Array (2, 512, 512, 3) float32, ...}
     checkpoint["data"] = batches.get_state()    # ... on resume: batches.set_state(saved)
@@ -81,12 +81,6 @@ def _unit_float_table(dtype, mesh):
   """
   table = images.to_float(np.arange(np.iinfo(dtype).max + 1, dtype=dtype))
   return jax.device_put(table, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-
-
-def data_mesh(devices=None):
-  """A 1-D mesh over `devices` (default: all) whose one axis, 'data', splits the batch."""
-  devices = jax.devices() if devices is None else devices
-  return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
 def process_shard_options(drop_remainder):

@@ -13,7 +13,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-DATA_AXIS = "data"
+from bambnet_jax.data import pipeline
+
+DATA_AXIS = pipeline.DATA_AXIS
 
 
 def initialize_distributed(coordinator=None, num_processes=None, process_id=None):
@@ -40,14 +42,6 @@ def batch_sharded(mesh):
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_size(global_batch_size, mesh):
-  """The global batch must split evenly over the devices (fixed shapes: nothing recompiles)."""
-  if global_batch_size % mesh.size:
-    raise ValueError(f"batch size {global_batch_size} is not divisible by the {mesh.size} devices; "
-                     f"choose a multiple of {mesh.size}")
-  return global_batch_size // jax.process_count()
-
-
 def put_replicated(tree, mesh):
   """Places a host pytree on every device of the mesh."""
   return jax.device_put(tree, replicated(mesh))
@@ -55,6 +49,4 @@ def put_replicated(tree, mesh):
 
 def put_batch(local_batch, mesh):
   """Assembles each process's local NumPy batch into global arrays sharded on the batch axis."""
-  sharding = batch_sharded(mesh)
-  return jax.tree_util.tree_map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+  return pipeline.put_on_mesh(local_batch, mesh, DATA_AXIS)
