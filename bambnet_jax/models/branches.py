@@ -19,11 +19,28 @@ NUM_STAGES = 8
 SKIPS = {6: 3, 7: 2, 8: 1}
 
 
+def _pool_2x(x, reduce):
+  # A reshape and a reduction, not a reduce_window: the gradient of a windowed max pool is a
+  # select-and-scatter, which XLA runs slowly on GPU; this gradient is an elementwise fusion.
+  n, h, w, c = x.shape
+  return reduce(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+def max_pool_2x(x):
+  """2x2 max pooling with stride 2 (H and W even)."""
+  return _pool_2x(x, jnp.max)
+
+
+def average_pool_2x(x):
+  """2x2 average pooling with stride 2 (H and W even)."""
+  return _pool_2x(x, jnp.mean)
+
+
 def average_pyramid(features, levels=4):
   """[F_enc, F_enc pooled 2x, 4x, 8x, 16x]: the A(.) terms, shared by all branches."""
   pyramid = [features]
   for _ in range(levels):
-    pyramid.append(nn.avg_pool(pyramid[-1], (2, 2), strides=(2, 2)))
+    pyramid.append(average_pool_2x(pyramid[-1]))
   return pyramid
 
 
@@ -78,7 +95,7 @@ class UNetBranch(nn.Module):
         x = _stage_input(s, outputs, pyramid[_level_after_stage(s - 1)].astype(outputs[s - 1].dtype))
       x = blocks.ResidualGroup(self.num_blocks, self.reduction, dtype=self.dtype, name=f"stage_{s}")(x)
       if s <= NUM_STAGES // 2:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x(x)
       else:
         x = upsample_nearest_2x(x)
       outputs[s] = x
