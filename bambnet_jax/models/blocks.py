@@ -25,6 +25,22 @@ def attention_channels(width, reduction=16):
   return max(1, width // reduction)
 
 
+class PooledPointwise(nn.Module):
+  """A 1x1 conv applied to pooled (N, C) statistics, with a 1x1 conv's parameters.
+
+  Written as a broadcast multiply and a sum rather than a matmul: the products are tiny (64 x 4)
+  and there are 48 of them per pass, so as matmuls each is a kernel launch of its own, while as
+  elementwise work XLA fuses them with the pooling and the sigmoid around them.
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, pooled):
+    kernel = self.param("kernel", TORCH_DEFAULT_INIT, (1, 1, pooled.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    return jnp.sum(pooled[:, :, None] * kernel[0, 0], axis=1) + bias
+
+
 class ChannelAttention(nn.Module):
   """Squeeze-and-excitation: global mean -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid -> scale."""
   reduction: int = 16
@@ -33,12 +49,11 @@ class ChannelAttention(nn.Module):
   @nn.compact
   def __call__(self, x):
     width = x.shape[-1]
-    # The pooled statistic is tiny; computing it in float32 keeps bfloat16 runs stable.
-    pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True)
-    y = Conv1x1(attention_channels(width, self.reduction), dtype=self.dtype, name="squeeze")(pooled)
-    y = nn.relu(y)
-    y = Conv1x1(width, dtype=self.dtype, name="excite")(y)
-    return x * nn.sigmoid(y).astype(x.dtype)
+    # The pooled statistics are tiny: float32 costs nothing and keeps bfloat16 runs stable.
+    pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    y = nn.relu(PooledPointwise(attention_channels(width, self.reduction), name="squeeze")(pooled))
+    y = PooledPointwise(width, name="excite")(y)
+    return x * nn.sigmoid(y).astype(x.dtype)[:, None, None, :]
 
 
 class RCAB(nn.Module):
