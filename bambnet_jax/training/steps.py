@@ -46,13 +46,14 @@ def _apply_update(state, grads, optimizer, loss, skip_nonfinite):
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                       opt_state=opt_state)
-  finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.all(jnp.isfinite(g))
-                                                   for g in jax.tree_util.tree_leaves(grads)]))
+  grad_norm = optax.tree.norm(grads)
+  # One NaN or Inf anywhere makes the global norm non-finite: one check, not a reduction per leaf.
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   if skip_nonfinite:
     # Keep the old parameters and optimizer moments, but count the step so the data moves on.
     kept = state.replace(step=state.step + 1)
     new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, kept)
-  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+  metrics = {"loss": loss, "grad_norm": grad_norm,
              "nonfinite": 1.0 - finite.astype(jnp.float32)}
   return new, metrics
 
