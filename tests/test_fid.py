@@ -108,6 +108,18 @@ def test_frechet_distance_matches_pytorch_fid(method, rank_deficient):
   assert got == pytest.approx(want, rel=1e-4 if rank_deficient else 1e-6)
 
 
+@pytest.mark.parametrize("samples", [20, 76, 400])
+def test_gram_method_matches_pytorch_fid_from_features(samples):
+  """The evaluation's default: no D x D matrix, for fewer and for more samples than dimensions."""
+  rng = np.random.default_rng(samples)
+  a = rng.normal(size=(samples, 48)) @ rng.normal(size=(48, 48))
+  b = rng.normal(0.3, 1.0, size=(samples + 7, 48)) @ rng.normal(size=(48, 48))
+  want = fid_score.calculate_frechet_distance(np.mean(a, axis=0), np.cov(a, rowvar=False),
+                                              np.mean(b, axis=0), np.cov(b, rowvar=False))
+  assert fid.fid(a, b, method="gram") == pytest.approx(want, rel=1e-4 if samples < 48 else 1e-6)
+  assert fid.fid(a, a, method="gram") == pytest.approx(0.0, abs=1e-6 * want)
+
+
 def test_bilinear_resize_matches_torch():
   rng = np.random.default_rng(4)
   for height, width in ((37, 53), (299, 299), (400, 301)):

@@ -76,3 +76,11 @@ def test_nonfinite_step_is_skipped_when_asked():
   assert float(metrics["nonfinite"]) == 1.0 and int(new.step) == 1
   for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(new.params)), jax.tree_util.tree_leaves(params)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_global_norm_matches_numpy():
+  rng = np.random.default_rng(0)
+  tree = {"a": rng.normal(size=(3, 3, 4, 5)).astype(np.float32), "b": {"c": rng.normal(size=(7,)).astype(np.float32)},
+          "d": jax.numpy.asarray(rng.normal(size=(2, 2)), jax.numpy.bfloat16)}
+  want = np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree_util.tree_leaves(tree)))
+  np.testing.assert_allclose(float(steps.global_norm(tree)), want, rtol=1e-6)

@@ -10,6 +10,14 @@ when rounding leaves an imaginary one (refused if a diagonal entry's exceeds 1e-
 two symmetric eigendecompositions instead (sum of sqrt(eig(sqrt(S1) S2 sqrt(S1)))), about 8x
 faster on 2048 features; equal to the default within ~1e-6 relative where the covariances are
 well estimated.
+
+`fid(features1, features2)` has a third method, "gram" (its default), which needs the features
+rather than the statistics: with A1, A2 the centred features, S1 S2 = A1' A1 A2' A2 / c has the
+same non-zero eigenvalues as (A1 A2')(A1 A2')' / c, so Tr(sqrtm(S1 S2)) is the sum of the singular
+values of A1 A2' / sqrt(c), c = (N1 - 1)(N2 - 1), and Tr(S) is the centred features' sum of
+squares over N - 1. No D x D matrix is formed: for DPDD's 76 images that is a 76 x 76 SVD instead
+of a 2048 x 2048 Schur decomposition, milliseconds instead of seconds, and exact where sqrtm has
+to work around the singular product.
 """
 
 import warnings
@@ -17,15 +25,22 @@ import warnings
 import numpy as np
 from scipy import linalg
 
-METHODS = ("sqrtm", "eigh")
+METHODS = ("sqrtm", "eigh")  # from statistics; fid() also has "gram"
+FEATURE_METHODS = ("gram",) + METHODS
+
+
+def _centred(features):
+  features = np.asarray(features, np.float64)
+  if features.ndim != 2 or len(features) < 2:
+    raise ValueError(f"FID needs at least 2 feature vectors as (N, D), got shape {features.shape}")
+  mean = np.mean(features, axis=0)
+  return mean, features - mean
 
 
 def statistics(features):
   """(mean, covariance) of (N, D) features, float64, covariance over N - 1 (np.cov)."""
-  features = np.asarray(features, np.float64)
-  if features.ndim != 2 or len(features) < 2:
-    raise ValueError(f"FID needs at least 2 feature vectors as (N, D), got shape {features.shape}")
-  return np.mean(features, axis=0), np.cov(features, rowvar=False)
+  mean, centred = _centred(features)
+  return mean, centred.T @ centred / (len(centred) - 1)
 
 
 def _quiet_sqrtm(matrix):
@@ -74,6 +89,18 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6, method="sqrtm"):
   return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt)
 
 
-def fid(features1, features2, method="sqrtm"):
-  """FID between two sets of features (N1, D) and (N2, D)."""
+def _fid_gram(features1, features2):
+  (mu1, a1), (mu2, a2) = _centred(features1), _centred(features2)
+  if mu1.shape != mu2.shape:
+    raise ValueError(f"FID: features differ in size: {mu1.shape} vs {mu2.shape}")
+  n1, n2 = len(a1) - 1, len(a2) - 1
+  trace_sqrt = np.sum(linalg.svdvals(a1 @ a2.T / np.sqrt(n1 * n2)))
+  diff = mu1 - mu2
+  return float(diff @ diff + np.sum(a1 * a1) / n1 + np.sum(a2 * a2) / n2 - 2.0 * trace_sqrt)
+
+
+def fid(features1, features2, method="gram"):
+  """FID between two sets of features (N1, D) and (N2, D); `method` one of FEATURE_METHODS."""
+  if method == "gram":
+    return _fid_gram(features1, features2)
   return frechet_distance(*statistics(features1), *statistics(features2), method=method)

@@ -41,7 +41,7 @@ class MetricSuite:
   """Per-image metrics of restored vs target batches, plus InceptionV3 features for FID."""
 
   def __init__(self, names, lpips_params=None, inception_variables=None, weight_files=None,
-               precision=jax.lax.Precision.HIGHEST, fid_method="sqrtm", fid_dims=2048):
+               precision=jax.lax.Precision.HIGHEST, fid_method="gram", fid_dims=2048):
     """fid_dims: 2048 (pool3, the literature's FID) or 64 / 192 / 768 (pytorch-fid's --dims)."""
     self.names = parse_metrics(names)
     self.weight_files = dict(weight_files or {})

@@ -1,0 +1,151 @@
+"""Where a benchmark case spends its GPU time: kernel time by kind, idle gaps, and XLA's cost model.
+
+    python experiments/profile_step.py --cases deblur_b2_bf16,coc_b4_fp32
+    python experiments/profile_step.py --cases deblur_b2_fp32 --size 64 --width 8 --steps 2  # CPU check
+
+Each case of `benchmark.py` is compiled, warmed up, then `--steps` calls are traced with
+`jax.profiler` (a Perfetto JSON trace, read here without extra packages). Per step it reports the
+wall time, the time some kernel was running on the GPU (the union of kernel intervals), the
+number of kernels, and kernel time summed by kind (convolutions, matmuls, XLA fusions, copies)
+with the ten costliest kernels. XLA's own cost analysis gives the FLOPs and bytes that the
+floors in PERF.md divide by the measured rates (`bench_floors.py`). One JSON line per case.
+"""
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import tempfile
+import time
+
+import jax
+
+import benchmark
+
+
+def kernel_kind(name):
+  lowered = name.lower()
+  if any(k in lowered for k in ("conv", "xmma", "implicit", "cudnn", "fprop", "dgrad", "wgrad", "winograd")):
+    return "convolution"
+  if any(k in lowered for k in ("gemm", "cutlass", "cublas", "gemv", "triton_gemm", "dot")):
+    return "matmul"
+  if any(k in lowered for k in ("memcpy", "memset", "copy")):
+    return "copy"
+  return "fusion"
+
+
+def load_trace(log_dir):
+  paths = glob.glob(os.path.join(log_dir, "**", "*.json.gz"), recursive=True)
+  if not paths:
+    raise FileNotFoundError(f"no Perfetto trace under {log_dir}")
+  with gzip.open(max(paths, key=os.path.getmtime), "rt") as f:
+    trace = json.load(f)
+  return trace["traceEvents"] if isinstance(trace, dict) else trace
+
+
+def device_kernels(events):
+  """Complete events on the GPU's stream threads: (start_us, duration_us, name)."""
+  process_names, thread_names = {}, {}
+  for e in events:
+    if e.get("ph") == "M" and e.get("name") == "process_name":
+      process_names[e["pid"]] = e["args"]["name"]
+    if e.get("ph") == "M" and e.get("name") == "thread_name":
+      thread_names[(e["pid"], e["tid"])] = e["args"]["name"]
+  gpu_pids = {pid for pid, n in process_names.items() if "gpu" in n.lower() and "host" not in n.lower()}
+  streams = {key for key, n in thread_names.items() if key[0] in gpu_pids and "stream" in n.lower()}
+  kernels = [(float(e["ts"]), float(e.get("dur", 0.0)), e.get("name", "?")) for e in events
+             if e.get("ph") == "X" and (e.get("pid"), e.get("tid")) in streams]
+  threads = sorted({thread_names[k] for k in streams})
+  return kernels, sorted(set(process_names.values())), threads
+
+
+def busy_time_us(kernels):
+  """Length of the union of the kernels' intervals (overlapping streams counted once)."""
+  total, end = 0.0, -1.0
+  for start, dur, _ in sorted(kernels):
+    stop = start + dur
+    if stop > end:
+      total += stop - max(start, end)
+      end = stop
+  return total
+
+
+def summarise(kernels, steps):
+  by_kind, by_name, counts = collections.Counter(), collections.Counter(), collections.Counter()
+  for _, dur, name in kernels:
+    by_kind[kernel_kind(name)] += dur
+    by_name[name[:90]] += dur
+    counts[name[:90]] += 1
+  return {
+      "kernels_per_step": round(len(kernels) / steps, 1),
+      "gpu_busy_ms_per_step": round(busy_time_us(kernels) / steps / 1e3, 3),
+      "kernel_ms_per_step_by_kind": {k: round(v / steps / 1e3, 3) for k, v in by_kind.most_common()},
+      "top_kernels_ms_per_step": [[n, round(v / steps / 1e3, 3), counts[n] // steps]
+                                  for n, v in by_name.most_common(10)],
+  }
+
+
+def cost_model(compiled):
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  analysis = analysis or {}
+  return {"xla_gflop": round(analysis.get("flops", 0.0) / 1e9, 1),
+          "xla_gbytes_accessed": round(analysis.get("bytes accessed", 0.0) / 1e9, 3)}
+
+
+def profile_case(name, args, mesh):
+  fn, fn_args, _ = benchmark.make_cases(args, mesh)[name]()
+  start = time.perf_counter()
+  fn = fn.lower(*fn_args).compile()  # compiled once, for the cost model and the calls
+  record = {"case": name, "device": jax.devices()[0].device_kind, "compile_s": round(time.perf_counter() - start, 1),
+            **cost_model(fn)}
+  for _ in range(3):
+    out = fn(*fn_args)
+    fn_args = benchmark._carry(fn_args, out)  # pylint: disable=protected-access
+  jax.block_until_ready(out)
+  with tempfile.TemporaryDirectory() as log_dir:
+    with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+      start = time.perf_counter()
+      for _ in range(args.steps):
+        out = fn(*fn_args)
+        fn_args = benchmark._carry(fn_args, out)  # pylint: disable=protected-access
+      jax.block_until_ready(out)
+      record["wall_ms_per_step_traced"] = round((time.perf_counter() - start) * 1e3 / args.steps, 3)
+    kernels, processes, threads = device_kernels(load_trace(log_dir))
+  record.update(summarise(kernels, args.steps) if kernels else {"no_kernels_found": {"processes": processes}})
+  record["stream_threads"] = threads
+  if args.dump:
+    record["all_kernels"] = kernel_table(kernels, args.steps)
+  return record
+
+
+def kernel_table(kernels, steps):
+  """Every kernel name (numbered XLA fusions merged) with its calls and milliseconds per step."""
+  calls, total = collections.Counter(), collections.Counter()
+  for _, dur, name in kernels:
+    key = re.sub(r"(_\d+)+$", "", name.split("(")[0].strip())[:120]
+    calls[key] += 1
+    total[key] += dur
+  return [[k, calls[k] / steps, round(total[k] / steps / 1e3, 4)] for k, _ in calls.most_common()]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--cases", default="deblur_b2_bf16,deblur_b2_fp32,coc_b4_fp32")
+  parser.add_argument("--size", type=int, default=512)
+  parser.add_argument("--infer-size", default="1120x1680")
+  parser.add_argument("--width", type=int, default=64)
+  parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--dump", action="store_true", help="add every kernel's calls and time per step")
+  args = parser.parse_args()
+  mesh = benchmark.parallel.make_mesh(jax.devices()[:1])
+  for name in args.cases.split(","):
+    print(json.dumps(profile_case(name, args, mesh)), flush=True)
+
+
+if __name__ == "__main__":
+  main()
