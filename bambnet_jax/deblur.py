@@ -33,6 +33,7 @@ COC_CHOICES = ("auto",) + inference.COC_SOURCES
 BRANCH_COLOURS = np.array([(0, 158, 115), (230, 159, 0), (86, 180, 233), (204, 121, 167),
                            (240, 228, 66), (0, 114, 178), (213, 94, 0), (0, 0, 0)], np.uint16)
 TINT = 115  # of 256: the branch colour's share in the overlay (~45%)
+_FONT = cv2.FONT_HERSHEY_SIMPLEX  # the legend's
 NO_WEIGHTS = ("no deblurring network given: pass --weights with a training workdir (its "
               "deblur/weights is used) or a weights directory from `bambnet convert-torch --net deblur`; "
               "for a COC map alone, use `bambnet coc`")
@@ -121,23 +122,58 @@ def _to_rgb8(image):
   return np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb
 
 
+def _text_width(text, scale, thickness):
+  # getTextSize leaves out the stroke's own width, which anti-aliased glyphs spill over by.
+  return cv2.getTextSize(text, _FONT, scale, thickness)[0][0] + thickness
+
+
+def _wrap(text, width, scale, thickness):
+  """`text` broken at spaces into lines whose drawn width (`_FONT`, `scale`) fits `width` px."""
+  lines = []
+  for word in text.split():
+    joined = f"{lines[-1]} {word}" if lines else word
+    if lines and _text_width(joined, scale, thickness) <= width:
+      lines[-1] = joined
+    else:
+      lines.append(word)
+  return lines
+
+
 def legend_band(width, thresholds, shares):
-  """(rows x row height, width, 3) uint8: per branch a colour swatch, its |COC| range and share."""
-  row = int(np.clip(width // 40, 12, 96))
+  """(height, width, 3) uint8: per branch a colour swatch, its |COC| range and share.
+
+  The band keeps the image's width: a label that does not fit on one line is wrapped at spaces,
+  and on very narrow images the text shrinks until its longest word fits, so nothing is cut off.
+  """
   labels = []
   for i, r in enumerate(thresholds):
     span = f"{r:g} <= |COC| < {thresholds[i + 1]:g}" if i + 1 < len(thresholds) else f"|COC| >= {r:g}"
     labels.append((BRANCH_COLOURS[i % len(BRANCH_COLOURS)], f"branch {i + 1}: {span} px, {100 * shares[i]:.0f}%"))
   if thresholds[0] > 0:
     labels.append((None, f"untinted: |COC| < {thresholds[0]:g} px, {100 * shares[-1]:.0f}%"))
-  band = np.full((row * len(labels), width, 3), 32, np.uint8)
+  row = int(np.clip(width // 40, 12, 96))
+  swatch = min(row - 4, max(3, width // 8))  # narrow images leave most of their width to the text
+  left = swatch + 4  # where the text starts
+  room = max(1, width - left - 2)
   scale = 0.6 * row / 22.0  # Hershey simplex capitals are ~22 px high at scale 1
-  for k, (colour, text) in enumerate(labels):
-    top = k * row
+  thickness = max(1, round(scale * 1.5))
+  longest = max((w for _, text in labels for w in text.split()), key=lambda w: _text_width(w, scale, thickness))
+  while scale > 0.05 and _text_width(longest, scale, thickness) > room:
+    scale *= 0.95
+    thickness = max(1, round(scale * 1.5))
+  (_, ascent), descent = cv2.getTextSize("|Hg", _FONT, scale, thickness)
+  line = max(ascent + descent + thickness + 2, swatch + 4)  # '|' and 'p' reach below the baseline
+  wrapped = [(colour, _wrap(text, room, scale, thickness)) for colour, text in labels]
+  band = np.full((line * sum(len(lines) for _, lines in wrapped), width, 3), 32, np.uint8)
+  top = 0
+  for colour, lines in wrapped:
     if colour is not None:
-      band[top + 2:top + row - 2, 2:row - 2] = colour
-    cv2.putText(band, text, (row + 4, top + int(0.8 * row)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                (235, 235, 235), max(1, round(scale * 1.5)), cv2.LINE_AA)
+      offset = (line - swatch) // 2
+      band[top + offset:top + offset + swatch, 2:2 + swatch] = colour
+    for text in lines:
+      cv2.putText(band, text, (left, top + (line + ascent - descent) // 2), _FONT, scale, (235, 235, 235), thickness,
+                  cv2.LINE_AA)
+      top += line
   return band
 
 

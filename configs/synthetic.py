@@ -41,24 +41,24 @@ def get_config(arg=None):
 
   # At 128x128 crops a step is bound by kernel launches, not arithmetic: batch 16 costs little
   # more time per step than 8 and halves the gradient noise.
-  config.coc.num_steps = 6_000
+  config.coc.num_steps = 4_500
   config.coc.batch_size = 16
   config.coc.learning_rate = 4e-4  # higher than the paper's 2e-5: far fewer steps
-  config.coc.lr_halve_every = 2_000  # the reblur loss is still falling at the end; decay sharpens it
-  config.coc.tv_start = 1_500
+  config.coc.lr_halve_every = 1_500  # the reblur loss is still falling at the end; decay sharpens it
+  config.coc.tv_start = 1_000
 
-  config.search.steps_per_round = 500
-  config.search.max_rounds = 3
+  config.search.steps_per_round = 400
+  config.search.max_rounds = 2
   config.search.batch_size = 16
   config.search.tolerance = 0.5
 
-  config.deblur.num_steps = 3_000
+  config.deblur.num_steps = 1_500
   config.deblur.batch_size = 16
-  config.deblur.anneal_steps = 1_000
-  config.deblur.lr_halve_every = 1_500
+  config.deblur.anneal_steps = 500
+  config.deblur.lr_halve_every = 1_000
   if arg == "no_masks":
     config.deblur.num_steps += config.search.steps_per_round * config.search.max_rounds
 
   config.log_every = 100
-  config.checkpoint_every = 1_000
+  config.checkpoint_every = 500
   return config
