@@ -73,6 +73,7 @@ def train_case(kind, batch_size, size, dtype, width, mesh):
     fn = steps.jit_train_step(steps.deblur_train_step, mesh, model=model, coc_model=None, optimizer=optimizer,
                               mask_mode=steps.NO_MASKS, anneal_steps=1)
   state = parallel.put_replicated(state, mesh)
+  batch_size *= mesh.devices.size  # the case's batch is per device: data parallelism scales it
   batch = parallel.put_batch(jax.device_get(_batch(rng, batch_size, size)), mesh)
   flops = 3 * GFLOP_PER_PIXEL_FORWARD * batch_size * size * size * (width / 64) ** 2
   return fn, (state, batch), flops
@@ -124,7 +125,8 @@ def main():
   parser.add_argument("--width", type=int, default=64, help="network width (64 = the paper's)")
   parser.add_argument("--runs", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
-  parser.add_argument("--devices", type=int, default=1, help="devices in the data-parallel mesh")
+  parser.add_argument("--devices", type=int, default=1,
+                      help="devices in the data-parallel mesh; train cases' batches are per device")
   args = parser.parse_args()
   mesh = parallel.make_mesh(jax.devices()[:args.devices])
   cases = make_cases(args, mesh)
@@ -139,6 +141,9 @@ def main():
               "released_h200_ms": RELEASED_H200_MS.get(name)}
     if gflop:
       record["tflops"] = round(gflop / ms, 2)  # GFLOP / ms = TFLOP / s
+    if name.startswith(("deblur_b", "coc_b")):
+      per_device = int(name.split("_b")[1].split("_")[0])
+      record["images_per_s"] = round(per_device * args.devices / ms * 1e3, 2)
     print(json.dumps(record), flush=True)
     del fn, fn_args
 

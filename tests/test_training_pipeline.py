@@ -108,3 +108,17 @@ def test_nonfinite_loss_stops_with_stage_and_step_named(tmp_path, data_dir):
 
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_ablation_without_search_or_masks_skips_the_coc_stage(tmp_path):
+  """Table III's no-masks run reads no COC map: no COC net is trained, none is evaluated."""
+  from bambnet_jax import config_loader  # pylint: disable=g-import-not-at-top
+  from bambnet_jax.training import train  # pylint: disable=g-import-not-at-top
+  config = config_loader.apply_overrides(
+      config_loader.load_config(str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "smoke.py")),
+      ["search.enabled=False", "deblur.use_masks=False", f"data.data_dir={tmp_path / 'tfds'}"])
+  summary = train.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run" / "coc").exists()
+  assert (tmp_path / "run" / "deblur" / "weights").is_dir()
+  assert "coc_mae" not in summary and summary["num_images"] == 2
+  assert summary["thresholds"] == [0.0, 1.9, 4.2, 6.2, 25.0]

@@ -37,13 +37,16 @@ def train_and_evaluate(config, workdir, stop_after=None):
   ctx = stages.Context(config, workdir, mesh, data_sources.DataSources(config.data, mesh))
   progress = checkpointing.Progress(workdir)
 
-  if not progress.is_finished("coc"):
+  # Only the search's and the annealing's masks read COC maps: without both (the Table III
+  # ablation) the COC stage is skipped, and the evaluation reports no COC error.
+  needs_coc = config.search.enabled or config.deblur.use_masks
+  if needs_coc and not progress.is_finished("coc"):
     stages.train_coc(ctx)
     progress.finish("coc", {"weights": str(workdir / "coc" / "weights")})
   if stop_after == "coc":
     return None
   # Kept on the host: each stage places its own copy (its train state is donated every step).
-  coc_params = jax.device_get(_weights(ctx, "coc", "coc"))
+  coc_params = jax.device_get(_weights(ctx, "coc", "coc")) if needs_coc else None
 
   if not progress.is_finished("search"):
     found, history, _ = stages.search_thresholds(ctx, coc_params)
@@ -65,7 +68,8 @@ def train_and_evaluate(config, workdir, stop_after=None):
 
   if not progress.is_finished("eval"):
     deblur_params = parallel.put_replicated(_weights(ctx, "deblur", "deblur"), mesh)
-    summary = evaluate.evaluate(deblur_params, parallel.put_replicated(coc_params, mesh), config.model,
+    coc_on_mesh = None if coc_params is None else parallel.put_replicated(coc_params, mesh)
+    summary = evaluate.evaluate(deblur_params, coc_on_mesh, config.model,
                                 ctx.data.test_batches(config.eval.batch_size), workdir / "eval")
     summary["thresholds"] = thresholds
     progress.finish("eval", summary)
