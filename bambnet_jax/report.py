@@ -70,8 +70,8 @@ def write_report(workdir, config, num_examples=3):
 
 _STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
           "td,th{border:1px solid #999;padding:4px 8px;text-align:right}"
-          "figure{display:inline-block;margin:4px;text-align:center}"
-          "img.px{image-rendering:pixelated;width:160px}img.big{max-width:380px}")
+          "figure{display:inline-block;vertical-align:top;margin:4px;text-align:center}"
+          "img.px{image-rendering:pixelated;width:160px}img.big{max-width:380px}img.curve{max-width:100%}")
 
 
 def _section(heading, body):
@@ -148,7 +148,14 @@ def _rounds_html(search_dir):
     return "<p>No threshold search rounds (search disabled or not yet run).</p>"
   text = ""
   if (search_dir / "rounds.json").exists():
-    text = f"<pre>{html.escape((search_dir / 'rounds.json').read_text()[:4000])}</pre>"
+    # One row per round; the per-bin errors behind each choice are in rounds.json and the plot.
+    fmt = lambda values: ", ".join(f"{float(v):g}" for v in values)
+    rows = "".join(f"<tr><td>{r.get('round', i + 1)}</td><td>{r.get('step', '')}</td>"
+                   f"<td>{html.escape(fmt(r.get('thresholds_before', [])))}</td>"
+                   f"<td>{html.escape(fmt(r.get('thresholds', [])))}</td></tr>"
+                   for i, r in enumerate(json.loads((search_dir / "rounds.json").read_text())))
+    text = ("<table><tr><th>round</th><th>step</th><th>thresholds before (px)</th>"
+            f"<th>thresholds after (px)</th></tr>{rows}</table>")
   return _img(png.read_bytes(), "big", "threshold rounds") + text
 
 
