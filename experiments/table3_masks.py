@@ -7,15 +7,14 @@
 Two runs of one config: <workdir>/with_masks as the config says (COC net, threshold search,
 deblurring net guided by the annealed masks), and <workdir>/without_masks with
 deblur.use_masks=False and no search: the same network trained without distinguishing blur
-amounts. Training without masks never uses the COC net, so that run takes the with-masks run's
-COC stage as it is instead of training an identical one. `--with-masks-workdir` names an
+amounts. Training without masks never reads a COC map, so that run trains no COC net (the
+pipeline skips the stage). `--with-masks-workdir` names an
 existing run to use as the masked one (e.g. the Table I run). Both are evaluated on the test
 split; <workdir>/table3.{md,json} holds the table with the paper's numbers beside it.
 """
 
 import json
 import pathlib
-import shutil
 import sys
 
 from bambnet_jax.evaluation import runs
@@ -25,19 +24,6 @@ from bambnet_jax.io import files
 PAPER = {"without masks": {"psnr": 26.22, "ssim": 0.815, "mae": 0.036, "lpips_squeeze": 0.151, "fid": 42.34},
          "with masks": {"psnr": 26.40, "ssim": 0.821, "mae": 0.036, "lpips_squeeze": 0.141, "fid": 40.28}}
 WITHOUT_MASKS = ("deblur.use_masks=False", "search.enabled=False")
-
-
-def share_coc_stage(source_workdir, workdir):
-  """Starts `workdir` from `source_workdir`'s finished COC stage (weights and progress record)."""
-  from bambnet_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
-  progress = checkpointing.Progress(workdir)
-  if progress.is_finished("coc"):
-    return
-  target = pathlib.Path(workdir) / "coc" / "weights"
-  if target.exists():
-    shutil.rmtree(target)
-  shutil.copytree(pathlib.Path(source_workdir) / "coc" / "weights", target)
-  progress.finish("coc", {"weights": str(target), "copied_from": str(source_workdir)})
 
 
 def markdown(results, metric_names):
@@ -64,7 +50,6 @@ def main(argv=None):
   masked_config = runs.load_config(args)
   unmasked_config = runs.load_config(args, WITHOUT_MASKS)
   runs.train(masked_config, masked_dir)
-  share_coc_stage(masked_dir, unmasked_dir)
   runs.train(unmasked_config, unmasked_dir)
   results = {}
   for name, run_dir, config in (("without masks", unmasked_dir, unmasked_config),

@@ -1,0 +1,52 @@
+"""The measuring tools of experiments/ (PERF.md's numbers come from them): trace parsing and floors."""
+
+import gzip
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+import bench_floors  # pylint: disable=g-import-not-at-top,wrong-import-position
+import profile_step  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def test_busy_time_is_the_union_of_kernel_intervals():
+  rng = np.random.default_rng(0)
+  starts = rng.uniform(0, 1000, 200)
+  durations = rng.uniform(0, 30, 200)
+  kernels = [(float(s), float(d), "k") for s, d in zip(starts, durations)]
+  grid = np.zeros(int(np.ceil(max(starts + durations))) * 100, bool)  # 0.01 us cells
+  for s, d in zip(starts, durations):
+    grid[int(round(s * 100)):int(round((s + d) * 100))] = True
+  # Each interval's two ends are rounded to the grid: at most 0.01 us of error per interval.
+  assert abs(profile_step.busy_time_us(kernels) - grid.sum() / 100) <= 0.01 * len(kernels)
+
+
+def test_device_kernels_reads_only_gpu_stream_threads(tmp_path):
+  events = [
+      {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/host:CPU"}},
+      {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/device:GPU:0"}},
+      {"ph": "M", "name": "thread_name", "pid": 2, "tid": 7, "args": {"name": "Stream #14(Compute)"}},
+      {"ph": "M", "name": "thread_name", "pid": 2, "tid": 8, "args": {"name": "XLA Ops"}},
+      {"ph": "X", "pid": 2, "tid": 7, "ts": 10, "dur": 5, "name": "sm90_xmma_wgrad_implicit_gemm"},
+      {"ph": "X", "pid": 2, "tid": 7, "ts": 20, "dur": 2, "name": "loop_add_fusion_12"},
+      {"ph": "X", "pid": 2, "tid": 8, "ts": 10, "dur": 50, "name": "an XLA op, not a kernel"},
+      {"ph": "X", "pid": 1, "tid": 3, "ts": 0, "dur": 99, "name": "host work"},
+  ]
+  (tmp_path / "plugins").mkdir()
+  with gzip.open(tmp_path / "plugins" / "perfetto_trace.json.gz", "wt") as f:
+    json.dump({"traceEvents": events}, f)
+  kernels, _, threads = profile_step.device_kernels(profile_step.load_trace(str(tmp_path)))
+  assert sorted(k[2] for k in kernels) == ["loop_add_fusion_12", "sm90_xmma_wgrad_implicit_gemm"]
+  assert threads == ["Stream #14(Compute)"]
+  summary = profile_step.summarise(kernels, steps=1)
+  assert summary["kernel_ms_per_step_by_kind"] == {"convolution": 0.005, "fusion": 0.002}
+  assert profile_step.kernel_table(kernels, 1)[1][0] == "loop_add_fusion"
+
+
+def test_floors_measure_something_on_the_cpu():
+  assert bench_floors.matmul_tflops(64, np.float32, None, runs=2) > 0
+  assert bench_floors.copy_gbps(1, runs=2) > 0
