@@ -1,4 +1,4 @@
-"""The measuring tools of experiments/ (PERF.md's numbers come from them): trace parsing and floors."""
+"""The measuring tools of experiments/ behind PERF.md and RESULTS.md: trace parsing, floors, crop edges."""
 
 import gzip
 import json
@@ -50,3 +50,10 @@ def test_device_kernels_reads_only_gpu_stream_threads(tmp_path):
 def test_floors_measure_something_on_the_cpu():
   assert bench_floors.matmul_tflops(64, np.float32, None, runs=2) > 0
   assert bench_floors.copy_gbps(1, runs=2) > 0
+
+
+def test_crop_edges_bias_the_reblur_minimiser_only_near_the_edges():
+  import coc_crop_borders  # pylint: disable=g-import-not-at-top
+  result = coc_crop_borders.main(["--scenes", "2"])
+  assert result["mae_px_band_crop_alone"] > 1.3 * result["mae_px_band_full_scene"]
+  assert abs(result["mae_px_inside_crop_alone"] - result["mae_px_inside_full_scene"]) < 0.15
