@@ -36,6 +36,7 @@ def base_config():
   config.coc.lr_halve_every = ml_collections.config_dict.placeholder(int)  # None: constant (paper)
   config.coc.tv_start = 3_000  # iteration from which the total-variation term is on
   config.coc.tv_weight = 1e-5  # its weight (sum over the batch of |grad COC|)
+  config.coc.loss_border = 0  # px along each crop edge left out of the reblur loss (0: the paper's)
 
   config.search = ml_collections.ConfigDict()  # stage 2: threshold search (Algorithm 1)
   config.search.enabled = True  # False: use fixed_thresholds (the released code's behaviour)

@@ -41,7 +41,7 @@ class SpecLoss:
     taps = np.exp(-np.arange(-1, 2) ** 2 / (2 * 1.5 ** 2))
     self.gaussian = np.outer(taps, taps) / np.outer(taps, taps).sum()
 
-  def __call__(self, coc, tv_weight=0.0):
+  def __call__(self, coc, tv_weight=0.0, border=0):
     lg = np.zeros(self.shape)
     rg = np.zeros(self.shape)
     for i in range(MAX_RADIUS + 1):
@@ -53,7 +53,8 @@ class SpecLoss:
       rg += h_plus * self.rk[1, i] + h_minus * self.rk[0, i]
     smoothed = ndimage.correlate(lg - rg, self.gaussian[None, :, :, None], mode="mirror")
     tv = np.abs(np.diff(coc, axis=1)).sum() + np.abs(np.diff(coc, axis=2)).sum()
-    return 1000 * np.abs(smoothed).mean() + tv_weight * tv
+    inner = smoothed[:, border:smoothed.shape[1] - border, border:smoothed.shape[2] - border]
+    return 1000 * np.abs(inner).mean() + tv_weight * tv
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,16 @@ def random_case():
   coc[1, 3:5] = rng.uniform(24, 26, (2, 28, 3)) * rng.choice([-1, 1], (2, 28, 3))  # beyond the family
   coc = coc.astype(np.float32).astype(np.float64)  # the values the float32 code sees
   return left, right, coc, SpecLoss(left, right)
+
+
+def test_loss_without_the_edge_band_equals_the_spec_over_the_interior(random_case):
+  left, right, coc, spec = random_case
+  responses = reblur.kernel_responses(jnp.asarray(left, jnp.float32), jnp.asarray(right, jnp.float32))
+  for border in (1, 5):
+    got = float(reblur.reblur_loss_from_responses(responses, jnp.asarray(coc, jnp.float32), tv_weight=1e-3,
+                                                  border=border))
+    assert got == pytest.approx(spec(coc, tv_weight=1e-3, border=border), rel=1e-5)
+  assert spec(coc, border=5) != pytest.approx(spec(coc))
 
 
 @pytest.mark.parametrize("method", ["fft", "conv"])

@@ -151,13 +151,18 @@ def total_variation(coc):
   return jnp.sum(jnp.abs(jnp.diff(coc, axis=1))) + jnp.sum(jnp.abs(jnp.diff(coc, axis=2)))
 
 
-def reblur_loss_from_responses(responses, coc, tv_weight=0.0):
+def reblur_loss_from_responses(responses, coc, tv_weight=0.0, border=0):
   """1000 * mean |G x (Lg - Rg)| + tv_weight * TV(coc).
 
   coc: (N, H, W, C) signed radii in px, one per colour channel (or (N, H, W, 1), shared).
   tv_weight: a float or a traced scalar (see `tv_weight_at`).
+  border: px along each edge left out of the mean (0: every pixel, the paper's loss). The kernel
+    responses are zero-padded, so near an image's (or a training crop's) edge the residual is
+    smallest at the wrong COC (experiments/coc_crop_borders.py); TV still covers every pixel.
   """
   residual = smooth3x3(blend_responses(responses, coc))
+  if border:
+    residual = residual[..., border:-border, border:-border]  # (N, C, H, W)
   loss = LOSS_SCALE * jnp.mean(jnp.abs(residual))
   return loss + tv_weight * total_variation(coc.astype(jnp.float32))
 

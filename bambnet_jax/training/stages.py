@@ -77,7 +77,7 @@ def train_coc(ctx):
   state, _ = _restore_or_start(ckpts, state, batches)
   state = parallel.put_replicated(state, ctx.mesh)
   step_fn = steps.jit_train_step(steps.coc_train_step, ctx.mesh, model=model, optimizer=optimizer,
-                                 tv_start=cfg.tv_start, tv_weight=cfg.tv_weight,
+                                 tv_start=cfg.tv_start, tv_weight=cfg.tv_weight, loss_border=cfg.loss_border,
                                  skip_nonfinite=ctx.config.skip_nonfinite)
   return _train_and_export(ctx, "coc", state, lambda _: step_fn, batches, ckpts, cfg.num_steps)
 

@@ -68,7 +68,7 @@ def _apply_update(state, grads, optimizer, loss, skip_nonfinite):
   return new, metrics
 
 
-def coc_train_step(state, batch, *, model, optimizer, tv_start, tv_weight, skip_nonfinite=False):
+def coc_train_step(state, batch, *, model, optimizer, tv_start, tv_weight, loss_border=0, skip_nonfinite=False):
   """Stage 1: the COC net on the unsupervised DP reblur loss (SPEC section 3)."""
   # The kernel responses do not depend on the network: computed once, outside the gradient.
   responses = reblur.kernel_responses(batch["left"], batch["right"])
@@ -76,7 +76,7 @@ def coc_train_step(state, batch, *, model, optimizer, tv_start, tv_weight, skip_
 
   def loss_fn(params):
     coc = model.apply({"params": params}, dp_views(batch))
-    return reblur.reblur_loss_from_responses(responses, coc, tv_weight=weight)
+    return reblur.reblur_loss_from_responses(responses, coc, tv_weight=weight, border=loss_border)
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   return _apply_update(state, grads, optimizer, loss, skip_nonfinite)
