@@ -6,9 +6,10 @@ finds, both halves of `evaluate.evaluate` image by image (each call ended by blo
 as the evaluation does): the deblurring net (paper size, width 64, capacities 1/4/7/10) and the
 metric suite (PSNR, SSIM, MAE, LPIPS alex + squeeze, InceptionV3 features of both images), then
 each metric alone, and the Fréchet distance of the 76 feature vectors on the host (the Gram
-method the evaluation uses; SciPy sqrtm, as pytorch-fid; and the eigh variant). Networks and metric backbones have random weights: the
-time does not depend on their values, and no weight file is needed. Images are made on the
-device, so reading PNGs is not counted. Prints one JSON line.
+method the evaluation uses; SciPy sqrtm, as pytorch-fid; and the eigh variant). Networks and
+metric backbones have random weights: the time does not depend on their values, and no weight
+file is needed. Images are made on the device, so reading PNGs is not counted. Prints one JSON
+line.
 
     python experiments/bench_metrics.py                          # 76 x 1120x1680, on the GPU
     python experiments/bench_metrics.py --lpips alex,squeeze,vgg # add the VGG backbone

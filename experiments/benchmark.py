@@ -141,9 +141,8 @@ def main():
               "released_h200_ms": RELEASED_H200_MS.get(name)}
     if gflop:
       record["tflops"] = round(gflop / ms, 2)  # GFLOP / ms = TFLOP / s
-    if name.startswith(("deblur_b", "coc_b")):
-      per_device = int(name.split("_b")[1].split("_")[0])
-      record["images_per_s"] = round(per_device * args.devices / ms * 1e3, 2)
+    if isinstance(fn_args[0], steps.TrainState):
+      record["images_per_s"] = round(fn_args[1]["left"].shape[0] / ms * 1e3, 2)  # the global batch
     print(json.dumps(record), flush=True)
     del fn, fn_args
 

@@ -42,9 +42,11 @@ class PooledPointwise(nn.Module):
 
 
 class ChannelAttention(nn.Module):
-  """Squeeze-and-excitation: global mean -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid -> scale."""
+  """Squeeze-and-excitation: global mean -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid -> scale.
+
+  Computed in float32 whatever the block's compute dtype (see below); the scale is applied in x's.
+  """
   reduction: int = 16
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -67,7 +69,7 @@ class RCAB(nn.Module):
     y = Conv3x3(width, dtype=self.dtype, name="conv_0")(x)
     y = nn.relu(y)
     y = Conv3x3(width, dtype=self.dtype, name="conv_1")(y)
-    y = ChannelAttention(self.reduction, dtype=self.dtype, name="attention")(y)
+    y = ChannelAttention(self.reduction, name="attention")(y)
     return x + y
 
 
