@@ -37,6 +37,8 @@ def base_config():
   config.coc.tv_start = 3_000  # iteration from which the total-variation term is on
   config.coc.tv_weight = 1e-5  # its weight (sum over the batch of |grad COC|)
   config.coc.loss_border = 0  # px along each crop edge left out of the reblur loss (0: the paper's)
+  config.coc.crop_size = ml_collections.config_dict.placeholder(int)  # None: data.crop_size
+  config.coc.dtype = ml_collections.config_dict.placeholder(str)  # compute dtype; None: model.dtype
 
   config.search = ml_collections.ConfigDict()  # stage 2: threshold search (Algorithm 1)
   config.search.enabled = True  # False: use fixed_thresholds (the released code's behaviour)
@@ -69,4 +71,5 @@ def base_config():
   config.parallel.coordinator = ml_collections.config_dict.placeholder(str)  # "host0:port"
   config.parallel.num_processes = ml_collections.config_dict.placeholder(int)
   config.parallel.process_id = ml_collections.config_dict.placeholder(int)
+  config.parallel.local_device_ids = None  # local GPUs of this process: 0, "0,1" or (0, 1); None = all
   return config

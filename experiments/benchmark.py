@@ -3,6 +3,8 @@
     python experiments/benchmark.py                       # every case at the paper's sizes
     python experiments/benchmark.py --cases deblur_b2_fp32,infer_bf16 --runs 50
     python experiments/benchmark.py --size 64 --infer-size 64x96 --width 8 --runs 3   # CPU check
+    python experiments/benchmark.py --cases deblur_b8_bf16 --devices 2     # one process, 2 GPUs
+    python experiments/benchmark.py --cases deblur_b8_bf16 --processes 2   # one process per GPU
 
 Timing: each case is jitted, called --warmup times (compilation excluded), then timed --runs
 times, each call ended by block_until_ready; the median is reported with the card's name, the
@@ -10,17 +12,31 @@ peak device memory, and the achieved TFLOP/s from SPEC section 1's FLOP counts (
 512x512 forward, 3,597 GFLOP at 1120x1680; a training step counts as 3 forwards: forward,
 backward through activations and through weights). The SPEC's released-code figures on an H200
 are printed beside each case for reference.
+
+Data parallelism: train cases' batches are per device. `--devices N` drives N local devices from
+this process; `--processes N` re-launches this script as N processes of one jax.distributed run
+on localhost, process i owning GPU i (on CPU: one CPU device each), so that each GPU has its own
+launching thread. Every process runs the same calls and feeds only its rows of the global batch;
+process 0 prints, and `images_per_s` counts the global batch. Non-train cases are single-device.
 """
 
 import argparse
 import json
+import os
+import pathlib
+import signal
+import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from bambnet_jax.losses import reblur
 from bambnet_jax.models import networks
@@ -33,10 +49,13 @@ RELEASED_H200_MS = {"deblur_b2_fp32": 99, "deblur_b2_bf16": 80, "deblur_b8_bf16"
 
 
 def median_ms(fn, args, runs, warmup):
+  out = None
   for _ in range(warmup):
     out = fn(*args)
     args = _carry(args, out)
   jax.block_until_ready(out)
+  if jax.process_count() > 1:  # all processes start the timed calls together
+    multihost_utils.sync_global_devices("benchmark: timed runs")
   times = []
   for _ in range(runs):
     start = time.perf_counter()
@@ -55,11 +74,11 @@ def _carry(args, out):
 
 
 def _batch(rng, n, size, keys=("left", "right", "sharp")):
-  return {k: jnp.asarray(rng.random((n, size, size, 3), np.float32)) for k in keys}
+  return {k: rng.random((n, size, size, 3), np.float32) for k in keys}
 
 
-def train_case(kind, batch_size, size, dtype, width, mesh):
-  config = networks.model_config(width=width, dtype=dtype)
+def train_case(kind, batch_size, size, dtype, width, mesh, matmul_conv_below=0):
+  config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below)
   optimizer = optax.adam(1e-4)
   rng = np.random.default_rng(0)
   if kind == "coc":
@@ -73,15 +92,16 @@ def train_case(kind, batch_size, size, dtype, width, mesh):
     fn = steps.jit_train_step(steps.deblur_train_step, mesh, model=model, coc_model=None, optimizer=optimizer,
                               mask_mode=steps.NO_MASKS, anneal_steps=1)
   state = parallel.put_replicated(state, mesh)
-  batch_size *= mesh.devices.size  # the case's batch is per device: data parallelism scales it
-  batch = parallel.put_batch(jax.device_get(_batch(rng, batch_size, size)), mesh)
-  flops = 3 * GFLOP_PER_PIXEL_FORWARD * batch_size * size * size * (width / 64) ** 2
+  # The case's batch is per device: data parallelism scales it. Each process makes only its rows.
+  local_rows = batch_size * len(mesh.local_devices)
+  batch = parallel.put_batch(_batch(rng, local_rows, size), mesh)
+  flops = 3 * GFLOP_PER_PIXEL_FORWARD * batch_size * mesh.devices.size * size * size * (width / 64) ** 2
   return fn, (state, batch), flops
 
 
 def reblur_case(batch_size, size):
   rng = np.random.default_rng(0)
-  b = _batch(rng, batch_size, size, ("left", "right"))
+  b = {k: jnp.asarray(v) for k, v in _batch(rng, batch_size, size, ("left", "right")).items()}
   coc = jnp.asarray(rng.uniform(-6, 6, (batch_size, size, size, 3)).astype(np.float32))
 
   @jax.jit
@@ -92,8 +112,8 @@ def reblur_case(batch_size, size):
   return loss_and_grad, (b["left"], b["right"], coc), None
 
 
-def infer_case(height, width_px, dtype, width):
-  config = networks.model_config(width=width, dtype=dtype)
+def infer_case(height, width_px, dtype, width, matmul_conv_below=0):
+  config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below)
   model = networks.build("deblur", config)
   params = networks.init_params("deblur", config, jax.random.key(0))
   x = jnp.asarray(np.random.default_rng(0).random((1, height, width_px, 6), np.float32))
@@ -104,48 +124,180 @@ def infer_case(height, width_px, dtype, width):
 
 def make_cases(args, mesh):
   s, (ih, iw) = args.size, map(int, args.infer_size.split("x"))
+  model = dict(width=args.width, matmul_conv_below=getattr(args, "matmul_conv_below", 0))
   return {
-      "deblur_b2_fp32": lambda: train_case("deblur", 2, s, "float32", args.width, mesh),
-      "deblur_b2_bf16": lambda: train_case("deblur", 2, s, "bfloat16", args.width, mesh),
-      "deblur_b8_fp32": lambda: train_case("deblur", 8, s, "float32", args.width, mesh),
-      "deblur_b8_bf16": lambda: train_case("deblur", 8, s, "bfloat16", args.width, mesh),
-      "coc_b4_fp32": lambda: train_case("coc", 4, s, "float32", args.width, mesh),
-      "coc_b4_bf16": lambda: train_case("coc", 4, s, "bfloat16", args.width, mesh),
+      "deblur_b2_fp32": lambda: train_case("deblur", 2, s, "float32", mesh=mesh, **model),
+      "deblur_b2_bf16": lambda: train_case("deblur", 2, s, "bfloat16", mesh=mesh, **model),
+      "deblur_b8_fp32": lambda: train_case("deblur", 8, s, "float32", mesh=mesh, **model),
+      "deblur_b8_bf16": lambda: train_case("deblur", 8, s, "bfloat16", mesh=mesh, **model),
+      "coc_b4_fp32": lambda: train_case("coc", 4, s, "float32", mesh=mesh, **model),
+      "coc_b4_bf16": lambda: train_case("coc", 4, s, "bfloat16", mesh=mesh, **model),
       "reblur_loss_b4": lambda: reblur_case(4, s),
-      "infer_fp32": lambda: infer_case(ih, iw, "float32", args.width),
-      "infer_bf16": lambda: infer_case(ih, iw, "bfloat16", args.width),
+      "infer_fp32": lambda: infer_case(ih, iw, "float32", **model),
+      "infer_bf16": lambda: infer_case(ih, iw, "bfloat16", **model),
   }
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--cases", default="all", help="comma-separated case names, or all")
+def is_train_case(name):
+  return name.split("_")[0] in ("deblur", "coc")
+
+
+def case_names(args, parser):
+  """The cases to run; with several processes only train cases (the others are single-device)."""
+  known = list(make_cases(args, None))
+  if args.cases == "all":
+    return [n for n in known if is_train_case(n)] if args.processes > 1 else known
+  names = args.cases.split(",")
+  unknown = [n for n in names if n not in known]
+  if unknown:
+    parser.error(f"unknown case(s) {','.join(unknown)}; known: {','.join(known)}")
+  single = [n for n in names if not is_train_case(n)]
+  if args.processes > 1 and single:
+    parser.error(f"--processes > 1 runs train cases only; {','.join(single)} run(s) on one device")
+  return names
+
+
+def join_processes(args):
+  """A child of --processes: joins the run; on GPUs it owns only GPU `process_id`."""
+  jax.config.update("jax_num_cpu_devices", 1)  # before any backend use; no effect on GPU runs
+  platforms = {p.strip() for p in (jax.config.jax_platforms or "").split(",") if p.strip()}
+  on_cpu = bool(platforms) and platforms <= {"cpu"}
+  parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id,
+                                  local_device_ids=None if on_cpu else [args.process_id])
+
+
+def _child_argv(argv):
+  """`argv` without --processes (abbreviations are off, so only these two spellings exist)."""
+  out, skip = [], False
+  for token in argv:
+    if skip:
+      skip = False
+    elif token == "--processes":
+      skip = True
+    elif not token.startswith("--processes="):
+      out.append(token)
+  return out
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def launch(argv, processes, timeout):
+  """Runs this script as `processes` children of one jax.distributed run; returns the exit code.
+
+  Child 0's stdout (the JSON lines) goes straight to ours; every other stream to a log printed
+  only on failure. One failing child, a timeout or an exception here kills all the others.
+  """
+  coordinator = f"localhost:{_free_port()}"
+  base = [sys.executable, os.path.abspath(__file__)] + _child_argv(argv)
+  previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` kills the children
+  children, failure = [], None
+  with tempfile.TemporaryDirectory(prefix="benchmark_processes_") as logs:
+    logs = pathlib.Path(logs)
+    try:
+      sys.stdout.flush()
+      for i in range(processes):
+        extra = ["--process-id", str(i), "--coordinator", coordinator, "--num-processes", str(processes)]
+        with open(logs / f"{i}.err", "w") as err, open(logs / f"{i}.out", "w") as out:
+          children.append(subprocess.Popen(base + extra, stdout=None if i == 0 else out, stderr=err))
+      failure = _wait(children, timeout)
+    except BaseException as e:  # pylint: disable=broad-except
+      failure = f"{type(e).__name__}: {e}"
+      raise
+    finally:
+      for child in children:
+        if child.poll() is None:
+          child.kill()
+          child.wait()
+      signal.signal(signal.SIGTERM, previous)
+      if failure:
+        _print_logs(logs, children, failure)
+  return 1 if failure else 0
+
+
+def _wait(children, timeout):
+  """None once all children exit 0; else why not (the first failure, or the timeout)."""
+  deadline = None if timeout is None else time.monotonic() + timeout
+  while True:
+    codes = [child.poll() for child in children]
+    for i, code in enumerate(codes):
+      if code not in (None, 0):
+        return f"process {i} exited with code {code}"
+    if all(code == 0 for code in codes):
+      return None
+    if deadline is not None and time.monotonic() > deadline:
+      return f"timed out after {timeout:g} s"
+    time.sleep(0.1)
+
+
+def _print_logs(logs, children, failure):
+  print(f"benchmark.py --processes {len(children)}: {failure}", file=sys.stderr)
+  for i, child in enumerate(children):
+    print(f"----- process {i} (exit code {child.returncode}) -----", file=sys.stderr)
+    for stream in ("out", "err"):
+      path = logs / f"{i}.{stream}"
+      if path.exists() and path.stat().st_size:
+        print(path.read_text(errors="replace"), file=sys.stderr)
+
+
+def main(argv=None):
+  argv = sys.argv[1:] if argv is None else argv
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   allow_abbrev=False)
+  parser.add_argument("--cases", default="all", help="comma-separated case names, or all (with --processes > 1: "
+                                                     "all train cases)")
   parser.add_argument("--size", type=int, default=512, help="training crop size")
   parser.add_argument("--infer-size", default="1120x1680", help="HxW of the inference case")
   parser.add_argument("--width", type=int, default=64, help="network width (64 = the paper's)")
+  parser.add_argument("--matmul-conv-below", type=int, default=networks.model_config().matmul_conv_below,
+                      help="model.matmul_conv_below: branch convs on maps under this many pixels as matmuls")
   parser.add_argument("--runs", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--devices", type=int, default=1,
                       help="devices in the data-parallel mesh; train cases' batches are per device")
-  args = parser.parse_args()
-  mesh = parallel.make_mesh(jax.devices()[:args.devices])
+  parser.add_argument("--processes", type=int, default=1,
+                      help="one process per device (jax.distributed on localhost), process i on GPU i")
+  parser.add_argument("--timeout", type=float, help="seconds the --processes children may run (default: no limit)")
+  # Set by the parent of --processes for each child.
+  parser.add_argument("--process-id", type=int, help=argparse.SUPPRESS)
+  parser.add_argument("--coordinator", help=argparse.SUPPRESS)
+  parser.add_argument("--num-processes", type=int, help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.processes > 1 and args.devices != 1:
+    parser.error("--devices and --processes exclude each other (--processes: one device per process)")
+  if args.num_processes:
+    args.processes = args.num_processes
+  names = case_names(args, parser)
+  if args.processes > 1 and args.process_id is None:
+    return launch(argv, args.processes, args.timeout)
+  if args.process_id is not None:
+    join_processes(args)
+    mesh = parallel.make_mesh()  # every device of every process
+  else:
+    mesh = parallel.make_mesh(jax.devices()[:args.devices])
   cases = make_cases(args, mesh)
-  names = list(cases) if args.cases == "all" else args.cases.split(",")
-  device = jax.devices()[0]
+  device = jax.local_devices()[0]
   for name in names:
     fn, fn_args, gflop = cases[name]()
     ms = median_ms(fn, fn_args, args.runs, args.warmup)
     stats = device.memory_stats() or {}
-    record = {"case": name, "device": device.device_kind, "devices": args.devices, "median_ms": round(ms, 3),
-              "peak_memory_gib_so_far": round(stats.get("peak_bytes_in_use", 0) / 2**30, 3),
+    record = {"case": name, "device": device.device_kind, "processes": jax.process_count(),
+              "matmul_conv_below": args.matmul_conv_below,
+              "devices": mesh.devices.size if isinstance(fn_args[0], steps.TrainState) else 1,
+              "median_ms": round(ms, 3), "peak_memory_gib_so_far": round(stats.get("peak_bytes_in_use", 0) / 2**30, 3),
               "released_h200_ms": RELEASED_H200_MS.get(name)}
     if gflop:
       record["tflops"] = round(gflop / ms, 2)  # GFLOP / ms = TFLOP / s
     if isinstance(fn_args[0], steps.TrainState):
       record["images_per_s"] = round(fn_args[1]["left"].shape[0] / ms * 1e3, 2)  # the global batch
-    print(json.dumps(record), flush=True)
+    if jax.process_index() == 0:
+      print(json.dumps(record), flush=True)
     del fn, fn_args
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

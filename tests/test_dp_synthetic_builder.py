@@ -62,3 +62,21 @@ def test_on_the_fly_scenes_match_the_prepared_ones_before_quantisation():
   batch = next(pipeline.training_batches(sources.DPSource(scenes, ("left", "coc")), batch_size=2, seed=0,
                                          horizontal_flip=False))
   assert batch["left"].dtype == np.float32 and batch["coc"].shape == (2, 32, 48, 1)
+
+
+def test_scenes_rendered_by_worker_processes_equal_the_generator_output(tmp_path, monkeypatch):
+  builder_module = tfds_dpd.dp_synthetic.dp_synthetic_dataset_builder
+  monkeypatch.setattr(builder_module, "SCENES_PER_WORKER", 2)  # 4 scenes -> a pool of 2 workers
+  monkeypatch.setattr(builder_module, "MAX_RENDER_WORKERS", 2)
+  config = tfds_dpd.dp_synthetic.DpSyntheticConfig(
+      name="test_workers", num_train=4, num_validation=0, num_test=0, seed=7, scene=SCENE)
+  builder = tfds_dpd.dp_synthetic.DpSynthetic(config=config, data_dir=tmp_path)
+  builder.download_and_prepare()
+  examples = list(builder.as_data_source(split="train"))
+  assert sorted(e["name"].decode() for e in examples) == [f"train_{i:06d}" for i in range(4)]
+  for example in examples:
+    index = int(example["name"].decode().rsplit("_", 1)[1])
+    want = synthetic.render_sample(sources.scene_seed(7, "train", index), SCENE)
+    for key in ("left", "right", "combined", "sharp"):
+      np.testing.assert_array_equal(example[key], _quantise(want[key]))
+    np.testing.assert_array_equal(example["coc"], want["coc"])

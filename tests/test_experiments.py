@@ -3,21 +3,26 @@
 One smoke run is trained once and shared by every test, also across pytest-xdist workers (a
 file lock; finished stages are never redone). The LPIPS / FID weights for Table I/II are random
 files under the published names (see test_lpips, test_fid): the path is the real one, the
-numbers are not.
+numbers are not. Also the benchmark's one-process-per-device mode and the launch wiring it uses.
 """
 
 import importlib.util
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import filelock
 import numpy as np
 import pytest
 import torch
 
+from bambnet_jax import cli
 from bambnet_jax import config_loader
 from bambnet_jax.evaluation import metric_weights
 from bambnet_jax.evaluation import runs
+from bambnet_jax.training import parallel
 import test_fid
 import test_lpips
 
@@ -112,3 +117,75 @@ def test_fig7_drops_branches(smoke):
   assert results["all branches"]["psnr"] == pytest.approx(ungated["psnr"], abs=1e-5)
   assert results["1st"]["psnr"] != pytest.approx(ungated["psnr"], abs=1e-3)
   assert (smoke["workdir"] / "fig7" / "fig7.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_benchmark_one_process_per_device():
+  """Two CPU processes of one jax.distributed run: one JSON line, rates from the global batch."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  result = subprocess.run(
+      [sys.executable, str(REPO / "experiments" / "benchmark.py"), "--processes", "2", "--cases", "deblur_b2_fp32",
+       "--size", "32", "--width", "8", "--runs", "2", "--warmup", "1", "--timeout", "240"],
+      env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-5000:]
+  records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+  assert len(records) == 1, result.stdout
+  record = records[0]
+  assert record["case"] == "deblur_b2_fp32" and record["processes"] == 2 and record["devices"] == 2
+  # 2 images per device x 2 devices; median_ms and images_per_s are rounded to 3 and 2 decimals.
+  assert record["images_per_s"] == pytest.approx(4 / record["median_ms"] * 1e3, rel=1e-4, abs=0.01)
+
+
+def test_benchmark_refuses_single_device_cases_with_processes():
+  result = subprocess.run(
+      [sys.executable, str(REPO / "experiments" / "benchmark.py"), "--processes", "2", "--cases", "infer_fp32"],
+      env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 2 and "train cases only" in result.stderr and not result.stdout
+
+
+def test_benchmark_children_get_the_arguments_but_processes():
+  child_argv = load_script("benchmark")._child_argv  # pylint: disable=protected-access
+  assert child_argv(["--processes", "2", "--runs", "3", "--processes=4", "--cases", "coc_b4_fp32"]) == [
+      "--runs", "3", "--cases", "coc_b4_fp32"]
+
+
+class _Joined(Exception):
+  """Stops `train_and_evaluate` right after it joined the distributed run."""
+
+
+def _record_distributed(monkeypatch, then_stop=False):
+  """The keyword arguments of every jax.distributed.initialize call, which joins nothing."""
+  calls = []
+
+  def initialize(**kwargs):
+    calls.append(kwargs)
+    if then_stop:
+      raise _Joined
+
+  monkeypatch.setattr(parallel.jax.distributed, "initialize", initialize)
+  monkeypatch.setattr(parallel.jax.config, "update", lambda *args: None)  # leave this process's CPU backend be
+  return calls
+
+
+def test_initialize_distributed_passes_local_device_ids(monkeypatch):
+  calls = _record_distributed(monkeypatch)
+  parallel.initialize_distributed("localhost:1234", 2, 1, local_device_ids=[1])
+  parallel.initialize_distributed("localhost:1234", 2, 0, local_device_ids="0,1")
+  parallel.initialize_distributed("localhost:1234", 2, 0)
+  parallel.initialize_distributed(None, local_device_ids=[0])  # one process: nothing to join
+  assert calls == [
+      {"coordinator_address": "localhost:1234", "num_processes": 2, "process_id": 1, "local_device_ids": [1]},
+      {"coordinator_address": "localhost:1234", "num_processes": 2, "process_id": 0, "local_device_ids": [0, 1]},
+      {"coordinator_address": "localhost:1234", "num_processes": 2, "process_id": 0, "local_device_ids": None}]
+
+
+@pytest.mark.parametrize("override,expected", [("parallel.local_device_ids=1", [1]),
+                                               ("parallel.local_device_ids=0,1", [0, 1]),
+                                               ("parallel.local_device_ids='2,3'", [2, 3]), (None, None)])
+def test_train_command_passes_local_device_ids(monkeypatch, tmp_path, override, expected):
+  """`bambnet train ... parallel.local_device_ids=I` reaches jax.distributed.initialize."""
+  calls = _record_distributed(monkeypatch, then_stop=True)
+  overrides = ["parallel.coordinator=localhost:1234", "parallel.num_processes=2", "parallel.process_id=1"]
+  with pytest.raises(_Joined):
+    cli.main(["train", "--config", SMOKE, "--workdir", str(tmp_path)] + overrides + [override] * bool(override))
+  assert calls == [{"coordinator_address": "localhost:1234", "num_processes": 2, "process_id": 1,
+                    "local_device_ids": expected}]

@@ -141,10 +141,7 @@ def evaluate(deblur_params, coc_params, model_config, batches, output_dir=None, 
       record.update({k: float(scores[k][i]) for k in suite.image_metrics})
       record.update({f"{tables.INPUT_PREFIX}{k}": float(out[f"{tables.INPUT_PREFIX}{k}"][i]) for k in TABLE_KEYS})
       if "coc" in out and "coc" in host:
-        predicted = out["coc"][i].mean(-1)  # the net predicts per colour channel; the truth is one map
-        error = np.abs(predicted - host["coc"][i].reshape(predicted.shape))
-        record["coc_mae"] = float(error.mean())
-        record["coc_mae_textured"] = float(error[coc_search.textured_mask(host["combined"][i])].mean())
+        record.update(coc_errors(out["coc"][i], host["coc"][i], host["combined"][i]))
       if "fid_restored" in scores:
         restored_features.append(scores["fid_restored"][i])
         target_features.append(scores["fid_target"][i])
@@ -163,6 +160,32 @@ def evaluate(deblur_params, coc_params, model_config, batches, output_dir=None, 
              "branch_gates": None if branch_gates is None else [float(g) for g in branch_gates]}
     tables.write(output_dir, groups, records, suite.names, extra, title, notes, suite.fid_dims)
   return {**groups["combined"], "groups": groups, "seconds": seconds}
+
+
+def coc_errors(predicted, truth, combined):
+  """Signed-COC mean absolute errors of one image, over all pixels and over textured pixels.
+
+  predicted: (H, W, 3), the net's map per colour channel; truth: the one ground-truth map.
+  """
+  predicted = np.asarray(predicted).mean(-1)
+  error = np.abs(predicted - np.asarray(truth).reshape(predicted.shape))
+  return {"coc_mae": float(error.mean()),
+          "coc_mae_textured": float(error[coc_search.textured_mask(np.asarray(combined))].mean())}
+
+
+def evaluate_coc(coc_params, model_config, batches):
+  """The COC net alone on data with a ground-truth COC: mean of `coc_errors` over the images."""
+  coc_net = networks.build("coc", model_config)
+  apply = jax.jit(lambda p, left, right: coc_net.apply({"params": p}, jnp.concatenate([left, right], axis=-1)))
+  records = []
+  for batch in batches:
+    predicted = np.asarray(jax.device_get(apply(coc_params, batch["left"], batch["right"])))
+    host = {k: np.asarray(jax.device_get(batch[k])) for k in ("coc", "combined")}
+    real = np.asarray(jax.device_get(batch["mask"])) if "mask" in batch else np.ones(len(predicted), bool)
+    records += [coc_errors(predicted[i], host["coc"][i], host["combined"][i]) for i in np.flatnonzero(real)]
+  if not records:
+    raise ValueError("the test split has no images")
+  return {k: float(np.mean([r[k] for r in records])) for k in records[0]} | {"images": len(records)}
 
 
 def test_batches(config, mesh):

@@ -8,6 +8,7 @@ import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 # PyTorch's default conv initialisation (uniform, bound 1 / sqrt(fan_in)), which the released
@@ -16,8 +17,44 @@ import jax.numpy as jnp
 TORCH_DEFAULT_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 Conv1x1 = functools.partial(nn.Conv, kernel_size=(1, 1), padding="SAME", param_dtype=jnp.float32,
                             kernel_init=TORCH_DEFAULT_INIT)
-Conv3x3 = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME", param_dtype=jnp.float32,
-                            kernel_init=TORCH_DEFAULT_INIT)
+
+
+def conv3x3_as_matmul(x, kernel):
+  """A 3x3 "same" convolution (zero padding) as one matmul over the 9 shifted copies of x (im2col).
+
+  x: (N, H, W, C); kernel: (3, 3, C, O), HWIO. The columns are ordered (row, column, channel), as
+  the kernel reshaped to (9 C, O) is.
+  """
+  n, h, w, c = x.shape
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  columns = jnp.concatenate([padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], axis=-1)
+  out = jnp.dot(columns.reshape(n * h * w, 9 * c), kernel.reshape(9 * c, -1))
+  return out.reshape(n, h, w, -1)
+
+
+class Conv3x3(nn.Module):
+  """3x3 convolution with bias and zero "same" padding; the parameters of flax's nn.Conv.
+
+  Feature maps of fewer than `matmul_below` pixels (H x W) are convolved by `conv3x3_as_matmul`:
+  at low resolution a cuDNN call costs more to launch than to run, and XLA cannot put cuDNN
+  convolutions into a CUDA graph, while it can put matmuls and the fusions around them
+  (experiments/PERF.md). At high resolution the 9x larger im2col copy costs more than it saves.
+  """
+  features: int
+  dtype: Any = jnp.float32
+  kernel_init: Any = TORCH_DEFAULT_INIT
+  matmul_below: int = 0
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", self.kernel_init, (3, 3, x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
+    if x.shape[1] * x.shape[2] < self.matmul_below:
+      y = conv3x3_as_matmul(x, kernel)
+    else:
+      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias
 
 
 def attention_channels(width, reduction=16):
@@ -62,13 +99,15 @@ class RCAB(nn.Module):
   """Residual channel-attention block: x + CA(conv(ReLU(conv(x))))."""
   reduction: int = 16
   dtype: Any = jnp.float32
+  matmul_below: int = 0  # see Conv3x3
 
   @nn.compact
   def __call__(self, x):
     width = x.shape[-1]
-    y = Conv3x3(width, dtype=self.dtype, name="conv_0")(x)
+    conv = functools.partial(Conv3x3, width, dtype=self.dtype, matmul_below=self.matmul_below)
+    y = conv(name="conv_0")(x)
     y = nn.relu(y)
-    y = Conv3x3(width, dtype=self.dtype, name="conv_1")(y)
+    y = conv(name="conv_1")(y)
     y = ChannelAttention(self.reduction, name="attention")(y)
     return x + y
 
@@ -78,11 +117,12 @@ class ResidualGroup(nn.Module):
   num_blocks: int
   reduction: int = 16
   dtype: Any = jnp.float32
+  matmul_below: int = 0  # see Conv3x3
 
   @nn.compact
   def __call__(self, x):
     y = x
     for j in range(self.num_blocks):
-      y = RCAB(self.reduction, dtype=self.dtype, name=f"rcab_{j}")(y)
-    y = Conv3x3(x.shape[-1], dtype=self.dtype, name="conv_out")(y)
+      y = RCAB(self.reduction, dtype=self.dtype, matmul_below=self.matmul_below, name=f"rcab_{j}")(y)
+    y = Conv3x3(x.shape[-1], dtype=self.dtype, matmul_below=self.matmul_below, name="conv_out")(y)
     return x + y

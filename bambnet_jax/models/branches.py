@@ -85,6 +85,7 @@ class UNetBranch(nn.Module):
   num_blocks: int
   reduction: int = 16
   dtype: Any = jnp.float32
+  matmul_below: int = 0  # see blocks.Conv3x3
 
   @nn.compact
   def __call__(self, pyramid):
@@ -93,7 +94,8 @@ class UNetBranch(nn.Module):
     for s in range(1, NUM_STAGES + 1):
       if s > 1:
         x = _stage_input(s, outputs, pyramid[_level_after_stage(s - 1)].astype(outputs[s - 1].dtype))
-      x = blocks.ResidualGroup(self.num_blocks, self.reduction, dtype=self.dtype, name=f"stage_{s}")(x)
+      x = blocks.ResidualGroup(self.num_blocks, self.reduction, dtype=self.dtype, matmul_below=self.matmul_below,
+                               name=f"stage_{s}")(x)
       if s <= NUM_STAGES // 2:
         x = max_pool_2x(x)
       else:
@@ -113,6 +115,7 @@ class MultiBranchBody(nn.Module):
   branch_capacities: Sequence[int] = (1, 4, 7, 10)
   reduction: int = 16
   dtype: Any = jnp.float32
+  matmul_below: int = 0  # see blocks.Conv3x3
 
   @nn.compact
   def __call__(self, dp_views, gates=None, separate=False):
@@ -128,7 +131,7 @@ class MultiBranchBody(nn.Module):
       if n == 0:
         branch = FCNBranch(dtype=self.dtype, name=f"branch_{i}")
       else:
-        branch = UNetBranch(n, self.reduction, dtype=self.dtype, name=f"branch_{i}")
+        branch = UNetBranch(n, self.reduction, dtype=self.dtype, matmul_below=self.matmul_below, name=f"branch_{i}")
       out = branch(pyramid)
       outputs.append(out)
       if gates is not None:

@@ -71,10 +71,12 @@ class DataSources:
     keys = tuple(k for k in keys if k in features)
     return sources.DPSource(records, keys, name=f"{dataset}/{split}")
 
-  def train_batches(self, keys, batch_size, seed):
+  def train_batches(self, keys, batch_size, seed, crop_size=None):
+    """Random crops of the training split; `crop_size` None: the data config's."""
     source = self.source(self.config.train_dataset, self.config.train_split, keys)
-    return pipeline.training_batches(source, self.mesh, batch_size=batch_size, crop_size=self.config.crop_size,
-                                     seed=seed, worker_count=self.config.worker_count)
+    return pipeline.training_batches(source, self.mesh, batch_size=batch_size,
+                                     crop_size=crop_size or self.config.crop_size, seed=seed,
+                                     worker_count=self.config.worker_count)
 
   def _per_device(self, batch_size):
     """The smallest multiple of the device count that holds `batch_size` (padded rows are masked)."""

@@ -1,12 +1,21 @@
 """Data parallelism: one device mesh with a `data` axis; batches sharded on it, state replicated.
 
-Several hosts: call `initialize_distributed` first in every process (the same command on each
-host, with its process id), then each process feeds only its own shard of every global batch
+Several processes: call `initialize_distributed` first in every process (the same command, with
+its process id), then each process feeds only its own shard of every global batch
 (`jax.make_array_from_process_local_data`); the jitted step sees one global array.
 
-  # host 0 and host 1 of a two-host run:
+  # two hosts, one process each driving all its GPUs; I = 0 on host0, 1 on host1:
   bambnet train --config configs/dpdd.py --workdir gs-or-shared/dir \\
-      --coordinator host0:12345 --num-processes 2 --process-id {0,1}
+      parallel.coordinator=host0:12345 parallel.num_processes=2 parallel.process_id=I
+
+One host, one process per GPU: each GPU gets its own launching thread, which a launch-bound step
+needs to scale (one process driving two GPUs gave 1.71x, experiments/PERF.md). Process i owns
+only GPU i through `local_device_ids`:
+
+  for i in 0 1; do
+    bambnet train --config configs/dpdd.py --workdir /shared/dir parallel.coordinator=localhost:12345 \\
+        parallel.num_processes=2 parallel.process_id=$i parallel.local_device_ids=$i &
+  done; wait
 """
 
 import jax
@@ -18,14 +27,29 @@ from bambnet_jax.data import pipeline
 DATA_AXIS = pipeline.DATA_AXIS
 
 
-def initialize_distributed(coordinator=None, num_processes=None, process_id=None):
-  """Joins a multi-process run. No-op when no coordinator is given (one process)."""
+def initialize_distributed(coordinator=None, num_processes=None, process_id=None, local_device_ids=None):
+  """Joins a multi-process run. No-op when no coordinator is given (one process).
+
+  `local_device_ids`: the local GPUs this process owns, as ints or "0,1" (None: all visible);
+  one id per process runs one process per GPU.
+  """
   if not coordinator:
     return
   # CPU processes need a collectives library to talk to each other; GPUs use NCCL regardless.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                             process_id=process_id)
+                             process_id=process_id, local_device_ids=device_id_list(local_device_ids))
+
+
+def device_id_list(ids):
+  """None, an int, "0,1" or a sequence of ints -> a list of ints (or None)."""
+  if ids is None or isinstance(ids, list):
+    return ids
+  if isinstance(ids, int):
+    return [ids]
+  if isinstance(ids, str):
+    return [int(i) for i in ids.split(",") if i.strip()]
+  return [int(i) for i in ids]
 
 
 def make_mesh(devices=None):

@@ -62,17 +62,30 @@ def _export_weights(ctx, stage, params, net):
   return directory
 
 
+def coc_stage_model_config(config):
+  """The model config the COC stage trains with: `coc.dtype`, when set, overrides the compute dtype.
+
+  Only the compute dtype changes (parameters stay float32), so the weights load into either.
+  """
+  model_config = config.model
+  if config.coc.get("dtype"):
+    model_config = model_config.copy_and_resolve_references()
+    model_config.dtype = config.coc.dtype
+  return model_config
+
+
 def train_coc(ctx):
   """Stage 1. Returns the trained COC net's parameters."""
   cfg = ctx.config.coc
-  model = networks.build("coc", ctx.config.model)
+  model = networks.build("coc", coc_stage_model_config(ctx.config))
   learning_rate = cfg.learning_rate
   if cfg.lr_halve_every:
     learning_rate = optax.exponential_decay(cfg.learning_rate, transition_steps=cfg.lr_halve_every,
                                             decay_rate=0.5, staircase=True)
   optimizer = optax.adam(learning_rate, b1=0.9, b2=0.999)
   state = steps.create_state(networks.init_params("coc", ctx.config.model, ctx.key(_COC_STREAM)), optimizer)
-  batches = ctx.data.train_batches(pipeline.COC_STAGE_KEYS, cfg.batch_size, seed=ctx.config.seed)
+  batches = ctx.data.train_batches(pipeline.COC_STAGE_KEYS, cfg.batch_size, seed=ctx.config.seed,
+                                   crop_size=cfg.get("crop_size"))
   ckpts = checkpointing.StageCheckpoints(ctx.workdir, "coc")
   state, _ = _restore_or_start(ckpts, state, batches)
   state = parallel.put_replicated(state, ctx.mesh)

@@ -28,7 +28,7 @@ def _weights(ctx, stage, net):
 def train_and_evaluate(config, workdir, stop_after=None):
   """Runs (or resumes) every stage; returns the evaluation summary. `stop_after` names a stage."""
   parallel.initialize_distributed(config.parallel.coordinator, config.parallel.num_processes,
-                                  config.parallel.process_id)
+                                  config.parallel.process_id, config.parallel.local_device_ids)
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:

@@ -12,7 +12,10 @@ the DP features plus `coc`, images quantised to 16 bits.
         name="my_256", num_train=500, seed=1, scene=SceneConfig(height=256, width=256))
 """
 
+import concurrent.futures
 import dataclasses
+import multiprocessing
+import os
 
 import tensorflow_datasets as tfds
 
@@ -56,8 +59,28 @@ class DpSynthetic(common.DPBuilder):
 
   def _generate_examples(self, split, count):
     config = self.builder_config
-    for index in range(count):
-      sample = synthetic.render_sample(sources.scene_seed(config.seed, split, index), config.scene)
-      name = f"{split}_{index:06d}"
-      views = {key: images.from_float(sample[key], 16) for key in common.IMAGE_KEYS}
-      yield name, common.make_example(name, views, bit_depth=16, coc=sample["coc"])
+    jobs = [(f"{split}_{index:06d}", sources.scene_seed(config.seed, split, index), config.scene)
+            for index in range(count)]
+    workers = min(os.cpu_count() or 1, MAX_RENDER_WORKERS, count // SCENES_PER_WORKER)
+    if workers < 2:
+      yield from map(render_example, jobs)
+      return
+    # Each scene depends only on its own seed, so rendering in parallel gives the same records,
+    # in the same order. Spawned workers: the parent may hold a GPU runtime and threads.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+      yield from pool.map(render_example, jobs, chunksize=4)
+
+
+# Rendering and encoding a 256x256 scene takes ~0.15 s: the synthetic config's 432 scenes took
+# 72 s in one process. Workers start in a few seconds, so small splits stay in this process.
+MAX_RENDER_WORKERS = 16
+SCENES_PER_WORKER = 16
+
+
+def render_example(job):
+  """(name, seed, scene config) -> (name, example): one scene rendered and PNG-encoded."""
+  name, seed, scene = job
+  sample = synthetic.render_sample(seed, scene)
+  views = {key: images.from_float(sample[key], 16) for key in common.IMAGE_KEYS}
+  return name, common.make_example(name, views, bit_depth=16, coc=sample["coc"])
