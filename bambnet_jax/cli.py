@@ -10,6 +10,11 @@ def _convert_torch(args):
 
 
 def _train(args):
+  if args.local_processes > 1:  # this process only starts and watches the others
+    from bambnet_jax.training import launch
+    commands = launch.train_commands(args.config, args.workdir, args.overrides, args.local_processes,
+                                     stop_after=args.stop_after)
+    sys.exit(launch.run_processes(commands, name=f"bambnet train --local-processes {args.local_processes}"))
   from bambnet_jax import config_loader
   from bambnet_jax.training import train
   config = config_loader.apply_overrides(config_loader.load_config(args.config), args.overrides)
@@ -74,6 +79,9 @@ def build_parser():
   p.add_argument("--config", required=True, help="configs/<name>.py, optionally with :arg")
   p.add_argument("--workdir", required=True, help="checkpoints, logs and results go here")
   p.add_argument("--stop-after", choices=("coc", "search", "deblur"), help="stop after this stage")
+  p.add_argument("--local-processes", type=int, default=1,
+                 help="N > 1: one process per GPU of this host (process i on GPU i), one jax.distributed run; "
+                      "scales better than one process driving all GPUs")
   p.add_argument("overrides", nargs="*", help="config overrides, e.g. coc.num_steps=100")
   p.set_defaults(run=_train)
 

@@ -23,13 +23,8 @@ process 0 prints, and `images_per_s` counts the global batch. Non-train cases ar
 import argparse
 import json
 import os
-import pathlib
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import jax
@@ -40,6 +35,7 @@ from jax.experimental import multihost_utils
 
 from bambnet_jax.losses import reblur
 from bambnet_jax.models import networks
+from bambnet_jax.training import launch as launch_lib
 from bambnet_jax.training import parallel
 from bambnet_jax.training import steps
 
@@ -77,8 +73,9 @@ def _batch(rng, n, size, keys=("left", "right", "sharp")):
   return {k: rng.random((n, size, size, 3), np.float32) for k in keys}
 
 
-def train_case(kind, batch_size, size, dtype, width, mesh, matmul_conv_below=0):
-  config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below)
+def train_case(kind, batch_size, size, dtype, width, mesh, matmul_conv_below=0, fuse_branches=False):
+  config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below,
+                                 fuse_branches=fuse_branches)
   optimizer = optax.adam(1e-4)
   rng = np.random.default_rng(0)
   if kind == "coc":
@@ -112,8 +109,9 @@ def reblur_case(batch_size, size):
   return loss_and_grad, (b["left"], b["right"], coc), None
 
 
-def infer_case(height, width_px, dtype, width, matmul_conv_below=0):
-  config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below)
+def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branches=False):
+  config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below,
+                                 fuse_branches=fuse_branches)
   model = networks.build("deblur", config)
   params = networks.init_params("deblur", config, jax.random.key(0))
   x = jnp.asarray(np.random.default_rng(0).random((1, height, width_px, 6), np.float32))
@@ -124,7 +122,8 @@ def infer_case(height, width_px, dtype, width, matmul_conv_below=0):
 
 def make_cases(args, mesh):
   s, (ih, iw) = args.size, map(int, args.infer_size.split("x"))
-  model = dict(width=args.width, matmul_conv_below=getattr(args, "matmul_conv_below", 0))
+  model = dict(width=args.width, matmul_conv_below=getattr(args, "matmul_conv_below", 0),
+               fuse_branches=getattr(args, "fuse_branches", False))
   return {
       "deblur_b2_fp32": lambda: train_case("deblur", 2, s, "float32", mesh=mesh, **model),
       "deblur_b2_bf16": lambda: train_case("deblur", 2, s, "bfloat16", mesh=mesh, **model),
@@ -179,68 +178,17 @@ def _child_argv(argv):
   return out
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 def launch(argv, processes, timeout):
   """Runs this script as `processes` children of one jax.distributed run; returns the exit code.
 
-  Child 0's stdout (the JSON lines) goes straight to ours; every other stream to a log printed
-  only on failure. One failing child, a timeout or an exception here kills all the others.
+  Child 0's output (the JSON lines) goes straight to ours; the others' to logs printed only on
+  failure. One failing child, a timeout or an exception here stops all the others.
   """
-  coordinator = f"localhost:{_free_port()}"
+  coordinator = launch_lib.local_coordinator()
   base = [sys.executable, os.path.abspath(__file__)] + _child_argv(argv)
-  previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` kills the children
-  children, failure = [], None
-  with tempfile.TemporaryDirectory(prefix="benchmark_processes_") as logs:
-    logs = pathlib.Path(logs)
-    try:
-      sys.stdout.flush()
-      for i in range(processes):
-        extra = ["--process-id", str(i), "--coordinator", coordinator, "--num-processes", str(processes)]
-        with open(logs / f"{i}.err", "w") as err, open(logs / f"{i}.out", "w") as out:
-          children.append(subprocess.Popen(base + extra, stdout=None if i == 0 else out, stderr=err))
-      failure = _wait(children, timeout)
-    except BaseException as e:  # pylint: disable=broad-except
-      failure = f"{type(e).__name__}: {e}"
-      raise
-    finally:
-      for child in children:
-        if child.poll() is None:
-          child.kill()
-          child.wait()
-      signal.signal(signal.SIGTERM, previous)
-      if failure:
-        _print_logs(logs, children, failure)
-  return 1 if failure else 0
-
-
-def _wait(children, timeout):
-  """None once all children exit 0; else why not (the first failure, or the timeout)."""
-  deadline = None if timeout is None else time.monotonic() + timeout
-  while True:
-    codes = [child.poll() for child in children]
-    for i, code in enumerate(codes):
-      if code not in (None, 0):
-        return f"process {i} exited with code {code}"
-    if all(code == 0 for code in codes):
-      return None
-    if deadline is not None and time.monotonic() > deadline:
-      return f"timed out after {timeout:g} s"
-    time.sleep(0.1)
-
-
-def _print_logs(logs, children, failure):
-  print(f"benchmark.py --processes {len(children)}: {failure}", file=sys.stderr)
-  for i, child in enumerate(children):
-    print(f"----- process {i} (exit code {child.returncode}) -----", file=sys.stderr)
-    for stream in ("out", "err"):
-      path = logs / f"{i}.{stream}"
-      if path.exists() and path.stat().st_size:
-        print(path.read_text(errors="replace"), file=sys.stderr)
+  commands = [base + ["--process-id", str(i), "--coordinator", coordinator, "--num-processes", str(processes)]
+              for i in range(processes)]
+  return launch_lib.run_processes(commands, timeout, name=f"benchmark.py --processes {processes}")
 
 
 def main(argv=None):
@@ -254,6 +202,8 @@ def main(argv=None):
   parser.add_argument("--width", type=int, default=64, help="network width (64 = the paper's)")
   parser.add_argument("--matmul-conv-below", type=int, default=networks.model_config().matmul_conv_below,
                       help="model.matmul_conv_below: branch convs on maps under this many pixels as matmuls")
+  parser.add_argument("--fuse-branches", action="store_true",
+                      help="model.fuse_branches: the U-Net-like branches' convs as grouped convs")
   parser.add_argument("--runs", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--devices", type=int, default=1,
@@ -285,7 +235,7 @@ def main(argv=None):
     ms = median_ms(fn, fn_args, args.runs, args.warmup)
     stats = device.memory_stats() or {}
     record = {"case": name, "device": device.device_kind, "processes": jax.process_count(),
-              "matmul_conv_below": args.matmul_conv_below,
+              "matmul_conv_below": args.matmul_conv_below, "fuse_branches": args.fuse_branches,
               "devices": mesh.devices.size if isinstance(fn_args[0], steps.TrainState) else 1,
               "median_ms": round(ms, 3), "peak_memory_gib_so_far": round(stats.get("peak_bytes_in_use", 0) / 2**30, 3),
               "released_h200_ms": RELEASED_H200_MS.get(name)}

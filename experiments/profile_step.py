@@ -140,6 +140,7 @@ def main():
   parser.add_argument("--infer-size", default="1120x1680")
   parser.add_argument("--width", type=int, default=64)
   parser.add_argument("--matmul-conv-below", type=int, default=benchmark.networks.model_config().matmul_conv_below)
+  parser.add_argument("--fuse-branches", action="store_true")
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--dump", action="store_true", help="add every kernel's calls and time per step")
   args = parser.parse_args()

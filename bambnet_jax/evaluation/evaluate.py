@@ -29,6 +29,7 @@ from bambnet_jax.evaluation import tables
 from bambnet_jax.io import images
 from bambnet_jax.losses import coc_search
 from bambnet_jax.models import networks
+from bambnet_jax.training import parallel
 from tfds_dpd import common as tfds_common
 
 TABLE_KEYS = suite_lib.PIXEL_METRICS
@@ -128,12 +129,13 @@ def evaluate(deblur_params, coc_params, model_config, batches, output_dir=None, 
     images_only = {k: batch[k] for k in pipeline.EVAL_KEYS}  # names and labels stay on the host
     out = jax.block_until_ready(restore(deblur_params, coc_params, images_only, gates))
     middle = time.perf_counter()
-    scores = jax.device_get(suite.per_image(out["restored"], batch["sharp"]))
+    # With several processes, each scores the rows it fed; the records are gathered at the end.
+    scores = jax.tree_util.tree_map(parallel.local_rows, suite.per_image(out["restored"], batch["sharp"]))
     seconds["restore"] += middle - start
     seconds["metrics"] += time.perf_counter() - middle
-    out = jax.device_get(out)
-    real = np.asarray(jax.device_get(batch["mask"])) if "mask" in batch else np.ones(len(out["restored"]), bool)
-    host = {k: np.asarray(jax.device_get(batch[k])) for k in ("scene_type", "rotated", "coc", "combined")
+    out = jax.tree_util.tree_map(parallel.local_rows, out)
+    real = parallel.local_rows(batch["mask"]) if "mask" in batch else np.ones(len(out["restored"]), bool)
+    host = {k: parallel.local_rows(batch[k]) for k in ("scene_type", "rotated", "coc", "combined")
             if k in batch and (k != "combined" or "coc" in out)}
     for i in np.flatnonzero(real):
       name = _text(batch["name"][i]) if "name" in batch else f"{len(records):03d}"
@@ -151,6 +153,13 @@ def evaluate(deblur_params, coc_params, model_config, batches, output_dir=None, 
       records.append(record)
   if writer is not None:
     writer.close()
+  if jax.process_count() > 1:
+    mine = {"records": records, "restored": np.asarray(restored_features).tolist(),
+            "target": np.asarray(target_features).tolist()}
+    everyone = parallel.gather_from_processes(mine)
+    records = [r for part in everyone for r in part["records"]]
+    restored_features = [f for part in everyone for f in part["restored"]]
+    target_features = [f for part in everyone for f in part["target"]]
   if not records:
     raise ValueError("the test split has no images")
   groups = tables.summarise(records, suite.names, suite.fid, np.asarray(restored_features),
@@ -179,10 +188,11 @@ def evaluate_coc(coc_params, model_config, batches):
   apply = jax.jit(lambda p, left, right: coc_net.apply({"params": p}, jnp.concatenate([left, right], axis=-1)))
   records = []
   for batch in batches:
-    predicted = np.asarray(jax.device_get(apply(coc_params, batch["left"], batch["right"])))
-    host = {k: np.asarray(jax.device_get(batch[k])) for k in ("coc", "combined")}
-    real = np.asarray(jax.device_get(batch["mask"])) if "mask" in batch else np.ones(len(predicted), bool)
+    predicted = parallel.local_rows(apply(coc_params, batch["left"], batch["right"]))
+    host = {k: parallel.local_rows(batch[k]) for k in ("coc", "combined")}
+    real = parallel.local_rows(batch["mask"]) if "mask" in batch else np.ones(len(predicted), bool)
     records += [coc_errors(predicted[i], host["coc"][i], host["combined"][i]) for i in np.flatnonzero(real)]
+  records = [r for part in parallel.gather_from_processes(records) for r in part]
   if not records:
     raise ValueError("the test split has no images")
   return {k: float(np.mean([r[k] for r in records])) for k in records[0]} | {"images": len(records)}
@@ -209,8 +219,6 @@ def evaluate_checkpoint(config, workdir=None, weights=None, output_dir=None, met
   <workdir>/evaluation) and returns the combined summary. `suite`: an already loaded MetricSuite
   (then metric_names, metric_weights_dir and fid_dims are not used).
   """
-  from bambnet_jax.training import parallel  # pylint: disable=g-import-not-at-top
-
   if (workdir is None) == (weights is None):
     raise ValueError("give either a training workdir or a weights directory, not both or neither")
   # Weights of the metrics first: a missing file should fail before minutes of inference.

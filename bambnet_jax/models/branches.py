@@ -7,12 +7,14 @@ The U-Net-like branches halve the resolution after stages 1-4 and double it afte
 so o8 is at full resolution again; the FCN-like branch keeps full resolution throughout.
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from bambnet_jax.models import blocks
+from bambnet_jax.models import fused_branches
 
 NUM_STAGES = 8
 # Stage s also receives o_{SKIPS[s]} (the U-Net's long skips).
@@ -50,7 +52,7 @@ def upsample_nearest_2x(x):
   return x.reshape(n, 2 * h, 2 * w, c)
 
 
-def _stage_input(s, outputs, pooled_features):
+def stage_input(s, outputs, pooled_features):
   """Input of stage s >= 2, given the outputs so far and A(o_{s-1})."""
   x = pooled_features + outputs[s - 1]
   if s in SKIPS:
@@ -58,7 +60,7 @@ def _stage_input(s, outputs, pooled_features):
   return x
 
 
-def _level_after_stage(s):
+def level_after_stage(s):
   """Resolution level (number of halvings) of o_s in a U-Net-like branch."""
   return s if s <= 4 else NUM_STAGES - s
 
@@ -75,7 +77,7 @@ class FCNBranch(nn.Module):
     x = features
     for s in range(1, NUM_STAGES + 1):
       if s > 1:
-        x = _stage_input(s, outputs, features)  # A() is the identity at full resolution
+        x = stage_input(s, outputs, features)  # A() is the identity at full resolution
       outputs[s] = nn.relu(blocks.Conv1x1(width, dtype=self.dtype, name=f"stage_{s}")(x))
     return outputs[NUM_STAGES]
 
@@ -93,7 +95,7 @@ class UNetBranch(nn.Module):
     x = pyramid[0]
     for s in range(1, NUM_STAGES + 1):
       if s > 1:
-        x = _stage_input(s, outputs, pyramid[_level_after_stage(s - 1)].astype(outputs[s - 1].dtype))
+        x = stage_input(s, outputs, pyramid[level_after_stage(s - 1)].astype(outputs[s - 1].dtype))
       x = blocks.ResidualGroup(self.num_blocks, self.reduction, dtype=self.dtype, matmul_below=self.matmul_below,
                                name=f"stage_{s}")(x)
       if s <= NUM_STAGES // 2:
@@ -116,6 +118,7 @@ class MultiBranchBody(nn.Module):
   reduction: int = 16
   dtype: Any = jnp.float32
   matmul_below: int = 0  # see blocks.Conv3x3
+  fuse_branches: bool = False  # the U-Net-like branches' convs as grouped convs (fused_branches.py)
 
   @nn.compact
   def __call__(self, dp_views, gates=None, separate=False):
@@ -125,15 +128,27 @@ class MultiBranchBody(nn.Module):
     """
     features = nn.relu(blocks.Conv3x3(self.width, dtype=self.dtype, name="head")(dp_views))
     pyramid = average_pyramid(features)
-    merged, outputs = features, []
+    outputs = [None] * len(self.branch_capacities)
+    fused = []  # (index, RCABs per group, parameters) of the U-Net-like branches run together
     for i, capacity in enumerate(self.branch_capacities):
       n = blocks_per_group(capacity)
       if n == 0:
-        branch = FCNBranch(dtype=self.dtype, name=f"branch_{i}")
+        outputs[i] = FCNBranch(dtype=self.dtype, name=f"branch_{i}")(pyramid)
+        continue
+      make = functools.partial(UNetBranch, n, self.reduction, dtype=self.dtype, matmul_below=self.matmul_below)
+      if self.fuse_branches:
+        # The branch's own parameter tree, under its own name, computed by the fused schedule.
+        init = lambda rng, make=make: make(parent=None).init(rng, pyramid)["params"]
+        fused.append((i, n, self.param(f"branch_{i}", init)))
       else:
-        branch = UNetBranch(n, self.reduction, dtype=self.dtype, matmul_below=self.matmul_below, name=f"branch_{i}")
-      out = branch(pyramid)
-      outputs.append(out)
+        outputs[i] = make(name=f"branch_{i}")(pyramid)
+    if fused:
+      fused_outputs = fused_branches.fused_unet_branches([p for _, _, p in fused], [n for _, n, _ in fused],
+                                                         pyramid, self.reduction, self.dtype)
+      for (i, _, _), out in zip(fused, fused_outputs):
+        outputs[i] = out
+    merged = features
+    for i, out in enumerate(outputs):
       if gates is not None:
         out = out * gates[..., i:i + 1].astype(out.dtype)
       merged = merged + out

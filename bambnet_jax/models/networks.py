@@ -28,7 +28,8 @@ NET_KINDS = ("deblur", "coc")
 _tail = functools.partial(blocks.Conv3x3, 3, kernel_init=nn.initializers.zeros, name="tail")
 
 
-def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", matmul_conv_below=0):
+def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", matmul_conv_below=0,
+                 fuse_branches=False):
   """The network fields of a config; the defaults are the paper's model (4,497,731 parameters)."""
   config = ml_collections.ConfigDict()
   config.width = width  # feature channels everywhere in the body
@@ -39,6 +40,9 @@ def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", mat
   # Branch 3x3 convs on feature maps under this many pixels run as im2col matmuls (blocks.Conv3x3);
   # the same function and parameters, only faster or slower: 0 = cuDNN everywhere.
   config.matmul_conv_below = matmul_conv_below
+  # True: the U-Net-like branches' convs of a stage step as one grouped conv (fused_branches.py);
+  # the same function and parameters, fewer kernel launches.
+  config.fuse_branches = fuse_branches
   return config
 
 
@@ -49,6 +53,7 @@ class DeblurNet(nn.Module):
   reduction: int = 16
   dtype: Any = jnp.float32
   matmul_conv_below: int = 0
+  fuse_branches: bool = False
 
   @nn.compact
   def __call__(self, dp_views, gates=None, each_branch_alone=False):
@@ -62,7 +67,7 @@ class DeblurNet(nn.Module):
       raise ValueError(f"gates have {gates.shape[-1]} channels, the net has {len(self.branch_capacities)} branches")
     (dp_views, gates), crop = padding.pad_to_multiple((dp_views, gates), 16)
     body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.dtype,
-                                    self.matmul_conv_below, name="body")
+                                    self.matmul_conv_below, self.fuse_branches, name="body")
     tail = _tail(dtype=self.dtype)
     restore = lambda z: crop(nn.sigmoid(tail(z).astype(jnp.float32)))
     if each_branch_alone:
@@ -79,13 +84,14 @@ class COCNet(nn.Module):
   clamp: float = 24.0
   dtype: Any = jnp.float32
   matmul_conv_below: int = 0
+  fuse_branches: bool = False
 
   @nn.compact
   def __call__(self, dp_views):
     """dp_views: (N, H, W, 6). Returns the signed COC radius per colour channel (N, H, W, 3), px."""
     (dp_views,), crop = padding.pad_to_multiple((dp_views,), 16)
     body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.dtype,
-                                    self.matmul_conv_below, name="body")
+                                    self.matmul_conv_below, self.fuse_branches, name="body")
     z = body(dp_views.astype(self.dtype))
     out = _tail(dtype=self.dtype)(z)
     return crop(jnp.clip(out.astype(jnp.float32), -self.clamp, self.clamp))
@@ -95,7 +101,8 @@ def build(net, config):
   """The `net` ("deblur" or "coc") described by a model config (see `model_config`)."""
   common = dict(width=config.width, branch_capacities=tuple(config.branch_capacities),
                 reduction=config.attention_reduction, dtype=jnp.dtype(config.dtype),
-                matmul_conv_below=config.get("matmul_conv_below", 0))
+                matmul_conv_below=config.get("matmul_conv_below", 0),
+                fuse_branches=config.get("fuse_branches", False))
   if net == "deblur":
     return DeblurNet(**common)
   if net == "coc":

@@ -6,6 +6,9 @@ those counts, size and seed is made and prepared in the data dir on first use. D
 downloaded by hand (`data.manual_dir`); it is prepared on first use too.
 """
 
+import pathlib
+
+import filelock
 import tensorflow_datasets as tfds
 
 import tfds_dpd
@@ -48,16 +51,25 @@ class DataSources:
     self.mesh = mesh
     self._builders = {}
 
+  def _new_builder(self, dataset):
+    if dataset == "dp_synthetic" and self.config.get("synthetic") is not None:
+      return tfds_dpd.dp_synthetic.DpSynthetic(config=synthetic_builder_config(self.config.synthetic),
+                                               data_dir=self.config.data_dir)
+    return tfds.builder(dataset, data_dir=self.config.data_dir)
+
   def _builder(self, dataset):
     if dataset not in self._builders:
-      if dataset == "dp_synthetic" and self.config.get("synthetic") is not None:
-        builder = tfds_dpd.dp_synthetic.DpSynthetic(config=synthetic_builder_config(self.config.synthetic),
-                                                    data_dir=self.config.data_dir)
-      else:
-        builder = tfds.builder(dataset, data_dir=self.config.data_dir)
+      builder = self._new_builder(dataset)
       if not builder.is_prepared():
-        download_config = tfds.download.DownloadConfig(manual_dir=self.config.manual_dir)
-        builder.download_and_prepare(download_config=download_config)
+        # The processes of a run (one per GPU, or hosts sharing a disk) all get here: one prepares,
+        # the others wait on the lock and then read what it wrote.
+        lock = pathlib.Path(f"{builder.data_dir}.prepare.lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(str(lock)):
+          builder = self._new_builder(dataset)
+          if not builder.is_prepared():
+            download_config = tfds.download.DownloadConfig(manual_dir=self.config.manual_dir)
+            builder.download_and_prepare(download_config=download_config)
       self._builders[dataset] = builder
     return self._builders[dataset]
 

@@ -9,8 +9,9 @@ its process id), then each process feeds only its own shard of every global batc
       parallel.coordinator=host0:12345 parallel.num_processes=2 parallel.process_id=I
 
 One host, one process per GPU: each GPU gets its own launching thread, which a launch-bound step
-needs to scale (one process driving two GPUs gave 1.71x, experiments/PERF.md). Process i owns
-only GPU i through `local_device_ids`:
+needs to scale (two H200s: 1.75x from one process, 1.91x from one per GPU, experiments/PERF.md).
+Process i owns only GPU i through `local_device_ids`; `bambnet train --local-processes 2`
+(training/launch.py) starts them, which is the same as:
 
   for i in 0 1; do
     bambnet train --config configs/dpdd.py --workdir /shared/dir parallel.coordinator=localhost:12345 \\
@@ -18,8 +19,11 @@ only GPU i through `local_device_ids`:
   done; wait
 """
 
+import json
+
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from bambnet_jax.data import pipeline
@@ -66,11 +70,45 @@ def batch_sharded(mesh):
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def _host_copy(leaf):
+  """With several processes, a device array as host NumPy: jax cannot move arrays between processes."""
+  if not isinstance(leaf, jax.Array) or jax.process_count() == 1:
+    return leaf
+  if leaf.is_fully_replicated:  # every process holds the whole value (restored or replicated state)
+    return np.asarray(leaf.addressable_data(0))
+  return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+
 def put_replicated(tree, mesh):
-  """Places a host pytree on every device of the mesh."""
-  return jax.device_put(tree, replicated(mesh))
+  """Places a pytree (host data, or arrays from an earlier placement or restore) on every device of the mesh."""
+  return jax.device_put(jax.tree_util.tree_map(_host_copy, tree), replicated(mesh))
 
 
 def put_batch(local_batch, mesh):
   """Assembles each process's local NumPy batch into global arrays sharded on the batch axis."""
   return pipeline.put_on_mesh(local_batch, mesh, DATA_AXIS)
+
+
+def local_rows(x):
+  """This process's rows of a batch-sharded array, as NumPy (all rows when one process runs).
+
+  Process p fed rows [p * n, (p + 1) * n) (`put_batch`), so its host-side fields (names) line up.
+  """
+  if not isinstance(x, jax.Array) or x.is_fully_addressable:
+    return np.asarray(jax.device_get(x))
+  by_start = {}
+  for shard in x.addressable_shards:
+    by_start.setdefault(shard.index[0].start or 0, shard.data)  # devices holding the same rows repeat
+  return np.concatenate([np.asarray(by_start[start]) for start in sorted(by_start)])
+
+
+def gather_from_processes(value):
+  """[value of process 0, value of process 1, ...] on every process; `value` must be JSON-able."""
+  if jax.process_count() == 1:
+    return [value]
+  data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int64))).reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:data.size] = data
+  everything = np.asarray(multihost_utils.process_allgather(padded))
+  return [json.loads(everything[p, :sizes[p]].tobytes()) for p in range(len(sizes))]

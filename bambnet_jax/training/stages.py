@@ -164,7 +164,7 @@ def search_thresholds(ctx, coc_params):
                       "counts": counts.tolist(), "bin_edges": edges.tolist(),
                       "converged": threshold_search.has_converged(before, after, cfg.tolerance)})
       # The state's own guidance: the COC parameters passed in were donated with the first step.
-      new_thresholds = parallel.put_replicated(jnp.asarray(after, jnp.float32), ctx.mesh)
+      new_thresholds = parallel.put_replicated(np.asarray(after, np.float32), ctx.mesh)
       state = state.replace(guidance=state.guidance | {"thresholds": new_thresholds})
       ckpts.save(end, state, extra_fn() | {"data": loop.encode_data_state(batches.get_state())})
       logger.write(end, {"search_cost": cost, **{f"r{i + 1}": r for i, r in enumerate(after)}})
