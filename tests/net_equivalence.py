@@ -1,0 +1,27 @@
+"""Two configs of one network that must compute the same function from the same parameters."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bambnet_jax.models import networks
+
+
+def assert_same_function(net, reference_config, other_config, image_size=32):
+  """Same loss and gradients from one set of parameters; returns each config's conv count (jaxpr)."""
+  params = networks.init_params(net, reference_config, jax.random.key(3))
+  # A random tail: the real one starts at zero, which would hide differences in the body.
+  params["tail"]["kernel"] = 0.05 * jax.random.normal(jax.random.key(4), params["tail"]["kernel"].shape)
+  x = jax.random.uniform(jax.random.key(5), (2, image_size, image_size, 6))
+
+  def loss(p, config):
+    return jnp.mean(networks.build(net, config).apply({"params": p}, x) ** 2)
+
+  convs = [str(jax.make_jaxpr(lambda p, c=c: loss(p, c))(params)).count("conv_general_dilated")
+           for c in (reference_config, other_config)]
+  value_a, grads_a = jax.value_and_grad(loss)(params, reference_config)
+  value_b, grads_b = jax.value_and_grad(loss)(params, other_config)
+  np.testing.assert_allclose(float(value_a), float(value_b), rtol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(grads_a), jax.tree_util.tree_leaves(grads_b)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-6)
+  return convs
