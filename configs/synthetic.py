@@ -39,8 +39,6 @@ def get_config(arg=None):
   config.data.crop_size = 128  # random crops of the 256x256 scenes
   config.data.worker_count = 8  # decoding must keep up with the GPU
 
-  # At 128x128 crops a step is bound by kernel launches, not arithmetic: batch 16 costs little
-  # more time per step than 8 and halves the gradient noise.
   config.coc.num_steps = 3_600
   # Whole 256x256 scenes for the COC net, the loss averaged inside a 16-px border: on 128-px crops
   # the zero-padded reblur loss points at the wrong COC near every crop edge (44% of a crop), and
@@ -53,6 +51,8 @@ def get_config(arg=None):
   config.coc.lr_halve_every = 1_200  # the reblur loss is still falling at the end; decay sharpens it
   config.coc.tv_start = 800
 
+  # The search and stage 3 train on 128x128 crops, where a step is bound by kernel launches, not
+  # arithmetic: batch 16 costs little more time per step than 8 and halves the gradient noise.
   config.search.steps_per_round = 350
   config.search.max_rounds = 2
   config.search.batch_size = 16

@@ -157,12 +157,11 @@ def case_names(args, parser):
 
 
 def join_processes(args):
-  """A child of --processes: joins the run; on GPUs it owns only GPU `process_id`."""
+  """A child of --processes: joins the run owning only device `process_id` (as `bambnet train
+  --local-processes` does; on CPU the id selects nothing and each process has one CPU device)."""
   jax.config.update("jax_num_cpu_devices", 1)  # before any backend use; no effect on GPU runs
-  platforms = {p.strip() for p in (jax.config.jax_platforms or "").split(",") if p.strip()}
-  on_cpu = bool(platforms) and platforms <= {"cpu"}
   parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id,
-                                  local_device_ids=None if on_cpu else [args.process_id])
+                                  local_device_ids=[args.process_id])
 
 
 def _child_argv(argv):

@@ -24,6 +24,11 @@ from bambnet_jax.data import synthetic
 from bambnet_jax.io import images
 from tfds_dpd import common
 
+# Rendering and encoding a 256x256 scene takes ~0.15 s: the synthetic config's 432 scenes took
+# 72 s in one process. Workers start in a few seconds, so small splits stay in this process.
+MAX_RENDER_WORKERS = 16
+SCENES_PER_WORKER = 16
+
 
 @dataclasses.dataclass(eq=False)
 class DpSyntheticConfig(tfds.core.BuilderConfig):
@@ -70,12 +75,6 @@ class DpSynthetic(common.DPBuilder):
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
       yield from pool.map(render_example, jobs, chunksize=4)
-
-
-# Rendering and encoding a 256x256 scene takes ~0.15 s: the synthetic config's 432 scenes took
-# 72 s in one process. Workers start in a few seconds, so small splits stay in this process.
-MAX_RENDER_WORKERS = 16
-SCENES_PER_WORKER = 16
 
 
 def render_example(job):
