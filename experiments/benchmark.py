@@ -7,11 +7,14 @@
     python experiments/benchmark.py --cases deblur_b8_bf16 --processes 2   # one process per GPU
 
 Timing: each case is jitted, called --warmup times (compilation excluded), then timed --runs
-times, each call ended by block_until_ready; the median is reported with the card's name, the
-peak device memory, and the achieved TFLOP/s from SPEC section 1's FLOP counts (501 GFLOP per
-512x512 forward, 3,597 GFLOP at 1120x1680; a training step counts as 3 forwards: forward,
-backward through activations and through weights). The SPEC's released-code figures on an H200
-are printed beside each case for reference.
+times, each call ended by block_until_ready (`median_ms`); then --pipeline-repeats times
+--pipeline-steps calls issued back to back and synchronised once, as a training loop runs them
+(`pipelined_ms`, per call); and how long a call takes to return (`dispatch_ms`). With the
+medians come the card's name, the peak device memory, and the achieved TFLOP/s from SPEC
+section 1's FLOP counts (501 GFLOP per 512x512 forward, 3,597 GFLOP at 1120x1680; a training
+step counts as 3 forwards: forward, backward through activations and through weights). The
+SPEC's released-code figures on an H200 are printed beside each case for reference. Train
+steps compile as training compiles them (`--conv-fusion`, default auto: `model.conv_fusion`).
 
 Data parallelism: train cases' batches are per device. `--devices N` drives N local devices from
 this process; `--processes N` re-launches this script as N processes of one jax.distributed run
@@ -44,7 +47,16 @@ RELEASED_H200_MS = {"deblur_b2_fp32": 99, "deblur_b2_bf16": 80, "deblur_b8_bf16"
                     "reblur_loss_b4": 187, "infer_fp32": 157, "infer_bf16": 137}
 
 
-def median_ms(fn, args, runs, warmup):
+def time_calls(fn, args, runs, warmup, pipeline_steps=10, pipeline_repeats=5):
+  """Milliseconds per call of `fn`, medians: (synchronised, pipelined, dispatch).
+
+  synchronised: each call timed alone, ended by block_until_ready (latency; the host's launch
+  work and the GPU's are never overlapped). pipelined: `pipeline_steps` calls issued back to
+  back, then one block_until_ready, divided by their number; repeated `pipeline_repeats` times.
+  That is how a training loop runs (it fetches metrics only at log steps), so the host launches
+  step k+1 while the GPU runs step k. dispatch: how long a call takes to return to Python,
+  before its result is ready.
+  """
   out = None
   for _ in range(warmup):
     out = fn(*args)
@@ -52,14 +64,23 @@ def median_ms(fn, args, runs, warmup):
   jax.block_until_ready(out)
   if jax.process_count() > 1:  # all processes start the timed calls together
     multihost_utils.sync_global_devices("benchmark: timed runs")
-  times = []
+  synchronised, dispatch = [], []
   for _ in range(runs):
     start = time.perf_counter()
     out = fn(*args)
+    dispatch.append((time.perf_counter() - start) * 1e3)
     jax.block_until_ready(out)
-    times.append((time.perf_counter() - start) * 1e3)
+    synchronised.append((time.perf_counter() - start) * 1e3)
     args = _carry(args, out)
-  return statistics.median(times)
+  pipelined = []
+  for _ in range(pipeline_repeats):
+    start = time.perf_counter()
+    for _ in range(pipeline_steps):
+      out = fn(*args)
+      args = _carry(args, out)
+    jax.block_until_ready(out)
+    pipelined.append((time.perf_counter() - start) * 1e3 / pipeline_steps)
+  return statistics.median(synchronised), statistics.median(pipelined), statistics.median(dispatch)
 
 
 def _carry(args, out):
@@ -73,20 +94,22 @@ def _batch(rng, n, size, keys=("left", "right", "sharp")):
   return {k: rng.random((n, size, size, 3), np.float32) for k in keys}
 
 
-def train_case(kind, batch_size, size, dtype, width, mesh, matmul_conv_below=0, fuse_branches=False):
+def train_case(kind, batch_size, size, dtype, width, mesh, matmul_conv_below=0, fuse_branches=False,
+               conv_fusion="auto"):
   config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below,
-                                 fuse_branches=fuse_branches)
+                                 fuse_branches=fuse_branches, conv_fusion=conv_fusion)
+  options = networks.compiler_options(config)
   optimizer = optax.adam(1e-4)
   rng = np.random.default_rng(0)
   if kind == "coc":
     model = networks.build("coc", config)
     state = steps.create_state(networks.init_params("coc", config, jax.random.key(0)), optimizer)
-    fn = steps.jit_train_step(steps.coc_train_step, mesh, model=model, optimizer=optimizer, tv_start=0,
+    fn = steps.jit_train_step(steps.coc_train_step, mesh, options, model=model, optimizer=optimizer, tv_start=0,
                               tv_weight=1e-5)
   else:
     model = networks.build("deblur", config)
     state = steps.create_state(networks.init_params("deblur", config, jax.random.key(0)), optimizer)
-    fn = steps.jit_train_step(steps.deblur_train_step, mesh, model=model, coc_model=None, optimizer=optimizer,
+    fn = steps.jit_train_step(steps.deblur_train_step, mesh, options, model=model, coc_model=None, optimizer=optimizer,
                               mask_mode=steps.NO_MASKS, anneal_steps=1)
   state = parallel.put_replicated(state, mesh)
   # The case's batch is per device: data parallelism scales it. Each process makes only its rows.
@@ -109,7 +132,8 @@ def reblur_case(batch_size, size):
   return loss_and_grad, (b["left"], b["right"], coc), None
 
 
-def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branches=False):
+def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branches=False, conv_fusion="auto"):
+  del conv_fusion  # a training-step option; inference is compiled as `bambnet restore` compiles it
   config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below,
                                  fuse_branches=fuse_branches)
   model = networks.build("deblur", config)
@@ -123,7 +147,7 @@ def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branche
 def make_cases(args, mesh):
   s, (ih, iw) = args.size, map(int, args.infer_size.split("x"))
   model = dict(width=args.width, matmul_conv_below=getattr(args, "matmul_conv_below", 0),
-               fuse_branches=getattr(args, "fuse_branches", False))
+               fuse_branches=getattr(args, "fuse_branches", False), conv_fusion=getattr(args, "conv_fusion", "auto"))
   return {
       "deblur_b2_fp32": lambda: train_case("deblur", 2, s, "float32", mesh=mesh, **model),
       "deblur_b2_bf16": lambda: train_case("deblur", 2, s, "bfloat16", mesh=mesh, **model),
@@ -203,8 +227,12 @@ def main(argv=None):
                       help="model.matmul_conv_below: branch convs on maps under this many pixels as matmuls")
   parser.add_argument("--fuse-branches", action="store_true",
                       help="model.fuse_branches: the U-Net-like branches' convs as grouped convs")
+  parser.add_argument("--conv-fusion", choices=networks.CONV_FUSION_MODES, default="auto",
+                      help="model.conv_fusion: train steps' convs as cuDNN fusions (auto: bfloat16 only)")
   parser.add_argument("--runs", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--pipeline-steps", type=int, default=10, help="calls issued back to back per pipelined timing")
+  parser.add_argument("--pipeline-repeats", type=int, default=5, help="pipelined timings (their median is reported)")
   parser.add_argument("--devices", type=int, default=1,
                       help="devices in the data-parallel mesh; train cases' batches are per device")
   parser.add_argument("--processes", type=int, default=1,
@@ -231,17 +259,22 @@ def main(argv=None):
   device = jax.local_devices()[0]
   for name in names:
     fn, fn_args, gflop = cases[name]()
-    ms = median_ms(fn, fn_args, args.runs, args.warmup)
+    ms, pipelined_ms, dispatch_ms = time_calls(fn, fn_args, args.runs, args.warmup, args.pipeline_steps,
+                                               args.pipeline_repeats)
     stats = device.memory_stats() or {}
     record = {"case": name, "device": device.device_kind, "processes": jax.process_count(),
               "matmul_conv_below": args.matmul_conv_below, "fuse_branches": args.fuse_branches,
+              "conv_fusion": args.conv_fusion,
               "devices": mesh.devices.size if isinstance(fn_args[0], steps.TrainState) else 1,
-              "median_ms": round(ms, 3), "peak_memory_gib_so_far": round(stats.get("peak_bytes_in_use", 0) / 2**30, 3),
-              "released_h200_ms": RELEASED_H200_MS.get(name)}
+              "median_ms": round(ms, 3), "pipelined_ms": round(pipelined_ms, 3),
+              "dispatch_ms": round(dispatch_ms, 3), "peak_memory_gib_so_far": round(stats.get("peak_bytes_in_use", 0) / 2**30, 3),
+              "released_h200_ms": RELEASED_H200_MS.get(name), "xla_flags": os.environ.get("XLA_FLAGS", "")}
     if gflop:
       record["tflops"] = round(gflop / ms, 2)  # GFLOP / ms = TFLOP / s
     if isinstance(fn_args[0], steps.TrainState):
-      record["images_per_s"] = round(fn_args[1]["left"].shape[0] / ms * 1e3, 2)  # the global batch
+      images = fn_args[1]["left"].shape[0]  # the global batch
+      record["images_per_s"] = round(images / ms * 1e3, 2)
+      record["images_per_s_pipelined"] = round(images / pipelined_ms * 1e3, 2)
     if jax.process_index() == 0:
       print(json.dumps(record), flush=True)
     del fn, fn_args

@@ -73,6 +73,23 @@ def busy_time_us(kernels):
   return total
 
 
+IDLE_GAP_BUCKETS_US = (5, 20, 100)
+
+
+def idle_gaps_ms(kernels, steps):
+  """GPU idle time per step between kernels, by gap length: many short gaps mean the host cannot
+  launch kernels as fast as the GPU runs them; a few long ones are host work between calls."""
+  edges = IDLE_GAP_BUCKETS_US + (float("inf"),)
+  totals, end = [0.0] * len(edges), None
+  for start, dur, _ in sorted(kernels):
+    if end is not None and start > end:
+      gap = start - end
+      totals[next(i for i, e in enumerate(edges) if gap < e)] += gap
+    end = start + dur if end is None else max(end, start + dur)
+  labels = [f"under_{e}us" for e in IDLE_GAP_BUCKETS_US] + [f"over_{IDLE_GAP_BUCKETS_US[-1]}us"]
+  return {label: round(t / steps / 1e3, 3) for label, t in zip(labels, totals)}
+
+
 def summarise(kernels, steps):
   by_kind, by_name, counts = collections.Counter(), collections.Counter(), collections.Counter()
   for _, dur, name in kernels:
@@ -82,6 +99,7 @@ def summarise(kernels, steps):
   return {
       "kernels_per_step": round(len(kernels) / steps, 1),
       "gpu_busy_ms_per_step": round(busy_time_us(kernels) / steps / 1e3, 3),
+      "idle_ms_per_step_by_gap": idle_gaps_ms(kernels, steps),
       "kernel_ms_per_step_by_kind": {k: round(v / steps / 1e3, 3) for k, v in by_kind.most_common()},
       "top_kernels_ms_per_step": [[n, round(v / steps / 1e3, 3), counts[n] // steps]
                                   for n, v in by_name.most_common(10)],
@@ -101,7 +119,7 @@ def profile_case(name, args, mesh):
   fn, fn_args, _ = benchmark.make_cases(args, mesh)[name]()
   start = time.perf_counter()
   fn = fn.lower(*fn_args).compile()  # compiled once, for the cost model and the calls
-  record = {"case": name, "device": jax.devices()[0].device_kind, "compile_s": round(time.perf_counter() - start, 1),
+  record = {"case": name, "device": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""), "compile_s": round(time.perf_counter() - start, 1),
             **cost_model(fn)}
   for _ in range(3):
     out = fn(*fn_args)
@@ -141,6 +159,7 @@ def main():
   parser.add_argument("--width", type=int, default=64)
   parser.add_argument("--matmul-conv-below", type=int, default=benchmark.networks.model_config().matmul_conv_below)
   parser.add_argument("--fuse-branches", action="store_true")
+  parser.add_argument("--conv-fusion", choices=benchmark.networks.CONV_FUSION_MODES, default="auto")
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--dump", action="store_true", help="add every kernel's calls and time per step")
   args = parser.parse_args()

@@ -17,6 +17,7 @@ from bambnet_jax.models import networks
 from bambnet_jax.training import data_sources
 from bambnet_jax.training import parallel
 from bambnet_jax.training import stages
+from bambnet_jax.training import steps
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "configs" / "smoke.py")
@@ -66,12 +67,21 @@ def _reference_coc_mae(params, model_config, records):
   return float(np.mean(all_pixels)), float(np.mean(textured))
 
 
-def test_variants_train_the_coc_stage_and_score_it_against_the_true_coc(tmp_path):
+def test_variants_train_the_coc_stage_and_score_it_against_the_true_coc(tmp_path, monkeypatch):
   script = _variants_script()
+  compiled_with, jit_train_step = [], steps.jit_train_step
+
+  def recording_jit_train_step(step_fn, mesh, compiler_options=None, **static):
+    compiled_with.append(compiler_options)
+    return jit_train_step(step_fn, mesh, compiler_options, **static)
+
+  monkeypatch.setattr(steps, "jit_train_step", recording_jit_train_step)
   shared = [f"data.data_dir={tmp_path / 'tfds'}"]
   results = script.main(["--config", SMOKE, "--workdir", str(tmp_path / "v"), "--variant", "paper:",
                          "--variant", "interior:coc.crop_size=16,coc.loss_border=4,coc.dtype=bfloat16", *shared])
   assert [r["variant"] for r in results] == ["paper", "interior"]
+  # The stage compiles with its own dtype's options: conv fusion for the bfloat16 variant only.
+  assert compiled_with == [{}, {"xla_gpu_experimental_enable_conv_fusion": True}]
   assert json.loads((tmp_path / "v" / "variants.json").read_text()) == results
   config = _smoke_config(tmp_path)
   records = data_sources.DataSources(config.data, None)._builder("dp_synthetic").as_data_source(split="test")

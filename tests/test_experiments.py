@@ -124,7 +124,8 @@ def test_benchmark_one_process_per_device():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   result = subprocess.run(
       [sys.executable, str(REPO / "experiments" / "benchmark.py"), "--processes", "2", "--cases", "deblur_b2_fp32",
-       "--size", "32", "--width", "8", "--runs", "2", "--warmup", "1", "--timeout", "240"],
+       "--size", "32", "--width", "8", "--runs", "2", "--warmup", "1", "--pipeline-steps", "2",
+       "--pipeline-repeats", "1", "--timeout", "240"],
       env=env, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-5000:]
   records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -133,6 +134,18 @@ def test_benchmark_one_process_per_device():
   assert record["case"] == "deblur_b2_fp32" and record["processes"] == 2 and record["devices"] == 2
   # 2 images per device x 2 devices; median_ms and images_per_s are rounded to 3 and 2 decimals.
   assert record["images_per_s"] == pytest.approx(4 / record["median_ms"] * 1e3, rel=1e-4, abs=0.01)
+  assert record["images_per_s_pipelined"] == pytest.approx(4 / record["pipelined_ms"] * 1e3, rel=1e-4, abs=0.01)
+  # Each call returns before its result is ready, so the median dispatch is at most the median call.
+  assert 0 < record["dispatch_ms"] <= record["median_ms"]
+
+
+def test_conv_fusion_numerics_compares_three_compilations():
+  """On CPU XLA ignores the GPU option: conv fusion changes nothing, bfloat16 does."""
+  record = load_script("conv_fusion_numerics").main(["--size", "16", "--width", "8", "--batch", "1"])
+  assert record["conv_fusion_vs_bfloat16"]["max"] == 0.0
+  assert record["losses"]["bfloat16_conv_fusion"] == record["losses"]["bfloat16"]
+  assert 0 < record["bfloat16_vs_float32"]["median"] <= record["bfloat16_vs_float32"]["max"]
+  assert len(record["bfloat16_vs_float32"]["worst"]) == 3
 
 
 def test_benchmark_refuses_single_device_cases_with_processes():

@@ -145,3 +145,22 @@ def test_each_branch_alone_equals_one_hot_gates():
     gates = jax.nn.one_hot(jnp.full((2, 17, 20), i), 2)
     np.testing.assert_allclose(np.asarray(alone[:, i]), np.asarray(model.apply({"params": params}, x, gates)),
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("mode, dtype, fused", [("auto", "bfloat16", True), ("auto", "float32", False),
+                                                ("on", "float32", True), ("off", "bfloat16", False)])
+def test_conv_fusion_is_asked_of_xla_for_bfloat16_by_default(mode, dtype, fused):
+  options = networks.compiler_options(networks.model_config(dtype=dtype, conv_fusion=mode))
+  assert options == ({"xla_gpu_experimental_enable_conv_fusion": True} if fused else {})
+
+
+def test_unknown_conv_fusion_mode_is_named():
+  with pytest.raises(ValueError, match="model.conv_fusion='yes'"):
+    networks.compiler_options(networks.model_config(conv_fusion="yes"))
+
+
+def test_configs_without_conv_fusion_get_the_default():
+  """Model configs saved before the field existed (weights' config.json) still compile."""
+  config = networks.model_config(dtype="bfloat16")
+  del config["conv_fusion"]
+  assert networks.compiler_options(config) == {"xla_gpu_experimental_enable_conv_fusion": True}

@@ -57,3 +57,11 @@ def test_crop_edges_bias_the_reblur_minimiser_only_near_the_edges():
   result = coc_crop_borders.main(["--scenes", "2"])
   assert result["mae_px_band_crop_alone"] > 1.3 * result["mae_px_band_full_scene"]
   assert abs(result["mae_px_inside_crop_alone"] - result["mae_px_inside_full_scene"]) < 0.15
+
+
+def test_idle_gaps_are_binned_by_length_per_step():
+  # Gaps of 2, 10, 50 and 400 us between kernels; the overlapping pair leaves no gap.
+  kernels = [(0.0, 10.0, "a"), (5.0, 10.0, "b"), (17.0, 3.0, "c"), (30.0, 5.0, "d"), (85.0, 5.0, "e"),
+             (490.0, 10.0, "f")]
+  assert profile_step.idle_gaps_ms(kernels, steps=2) == {
+      "under_5us": 0.001, "under_20us": 0.005, "under_100us": 0.025, "over_100us": 0.2}

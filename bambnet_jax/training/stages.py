@@ -77,7 +77,8 @@ def coc_stage_model_config(config):
 def train_coc(ctx):
   """Stage 1. Returns the trained COC net's parameters."""
   cfg = ctx.config.coc
-  model = networks.build("coc", coc_stage_model_config(ctx.config))
+  model_config = coc_stage_model_config(ctx.config)
+  model = networks.build("coc", model_config)
   learning_rate = cfg.learning_rate
   if cfg.lr_halve_every:
     learning_rate = optax.exponential_decay(cfg.learning_rate, transition_steps=cfg.lr_halve_every,
@@ -89,7 +90,8 @@ def train_coc(ctx):
   ckpts = checkpointing.StageCheckpoints(ctx.workdir, "coc")
   state, _ = _restore_or_start(ckpts, state, batches)
   state = parallel.put_replicated(state, ctx.mesh)
-  step_fn = steps.jit_train_step(steps.coc_train_step, ctx.mesh, model=model, optimizer=optimizer,
+  step_fn = steps.jit_train_step(steps.coc_train_step, ctx.mesh, networks.compiler_options(model_config),
+                                 model=model, optimizer=optimizer,
                                  tv_start=cfg.tv_start, tv_weight=cfg.tv_weight, loss_border=cfg.loss_border,
                                  skip_nonfinite=ctx.config.skip_nonfinite)
   return _train_and_export(ctx, "coc", state, lambda _: step_fn, batches, ckpts, cfg.num_steps)
@@ -141,7 +143,8 @@ def search_thresholds(ctx, coc_params):
   state, extra = _restore_or_start(ckpts, state, batches)
   history = extra.get("history", [])
   state = parallel.put_replicated(state, ctx.mesh)
-  train_fn = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, model=model, coc_model=coc_model,
+  train_fn = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, networks.compiler_options(ctx.config.model),
+                                  model=model, coc_model=coc_model,
                                   optimizer=optimizer, mask_mode=steps.HARD_MASKS, anneal_steps=1,
                                   skip_nonfinite=ctx.config.skip_nonfinite)
   edges = threshold_search.bin_edges(cfg.max_coc, cfg.bin_width)
@@ -189,7 +192,8 @@ def train_deblur(ctx, coc_params, thresholds, init_params=None):
   state, _ = _restore_or_start(ckpts, state, batches)
   state = parallel.put_replicated(state, ctx.mesh)
   common = dict(model=model, coc_model=coc_model, optimizer=optimizer, anneal_steps=cfg.anneal_steps,
-                skip_nonfinite=ctx.config.skip_nonfinite)
+                skip_nonfinite=ctx.config.skip_nonfinite,
+                compiler_options=networks.compiler_options(ctx.config.model))
   annealed = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, mask_mode=steps.ANNEALED_MASKS, **common)
   unmasked = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, mask_mode=steps.NO_MASKS, **common)
   # After the annealing, nothing computes COC maps any more.

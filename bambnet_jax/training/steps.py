@@ -116,9 +116,12 @@ def branch_error_step(params, guidance, batch, *, model, coc_model, num_bins, bi
                                                 batch.get("mask"))
 
 
-def jit_train_step(step_fn, mesh, **static):
-  """Jits a train step over the mesh: state replicated and donated, batch sharded on `data`."""
+def jit_train_step(step_fn, mesh, compiler_options=None, **static):
+  """Jits a train step over the mesh: state replicated and donated, batch sharded on `data`.
+
+  compiler_options: XLA options for this step (`networks.compiler_options` of its model config).
+  """
   return jax.jit(functools.partial(step_fn, **static),
                  in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                  out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
-                 donate_argnums=(0,))
+                 donate_argnums=(0,), compiler_options=compiler_options or None)
