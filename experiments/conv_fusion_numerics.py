@@ -28,7 +28,7 @@ def loss_and_grads(model_config, params, views, sharp):
   def loss(p):
     return jnp.mean(jnp.abs(model.apply({"params": p}, views) - sharp))
 
-  fn = jax.jit(jax.value_and_grad(loss), compiler_options=networks.compiler_options(model_config) or None)
+  fn = jax.jit(jax.value_and_grad(loss), compiler_options=networks.compiler_options(model_config))
   value, grads = fn(params)
   return float(value), {jax.tree_util.keystr(k): np.asarray(v, np.float64)
                         for k, v in jax.tree_util.tree_leaves_with_path(jax.device_get(grads))}

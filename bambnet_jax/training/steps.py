@@ -124,4 +124,4 @@ def jit_train_step(step_fn, mesh, compiler_options=None, **static):
   return jax.jit(functools.partial(step_fn, **static),
                  in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                  out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
-                 donate_argnums=(0,), compiler_options=compiler_options or None)
+                 donate_argnums=(0,), compiler_options=compiler_options)
