@@ -14,7 +14,8 @@ medians come the card's name, the peak device memory, and the achieved TFLOP/s f
 section 1's FLOP counts (501 GFLOP per 512x512 forward, 3,597 GFLOP at 1120x1680; a training
 step counts as 3 forwards: forward, backward through activations and through weights). The
 SPEC's released-code figures on an H200 are printed beside each case for reference. Train
-steps compile as training compiles them (`--conv-fusion`, default auto: `model.conv_fusion`).
+steps compile as training compiles them (`--conv-fusion`, default auto: `model.conv_fusion`;
+`--auto-layouts`, default off: `model.auto_layouts`).
 
 Data parallelism: train cases' batches are per device. `--devices N` drives N local devices from
 this process; `--processes N` re-launches this script as N processes of one jax.distributed run
@@ -95,22 +96,23 @@ def _batch(rng, n, size, keys=("left", "right", "sharp")):
 
 
 def train_case(kind, batch_size, size, dtype, width, mesh, matmul_conv_below=0, fuse_branches=False,
-               conv_fusion="auto"):
+               conv_fusion="auto", auto_layouts=False):
   config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below,
-                                 fuse_branches=fuse_branches, conv_fusion=conv_fusion)
-  options = networks.compiler_options(config)
+                                 fuse_branches=fuse_branches, conv_fusion=conv_fusion,
+                                 auto_layouts=auto_layouts)
+  compilation = networks.step_compilation(config)  # as training compiles its steps
   optimizer = optax.adam(1e-4)
   rng = np.random.default_rng(0)
   if kind == "coc":
     model = networks.build("coc", config)
     state = steps.create_state(networks.init_params("coc", config, jax.random.key(0)), optimizer)
-    fn = steps.jit_train_step(steps.coc_train_step, mesh, options, model=model, optimizer=optimizer, tv_start=0,
+    fn = steps.jit_train_step(steps.coc_train_step, mesh, **compilation, model=model, optimizer=optimizer, tv_start=0,
                               tv_weight=1e-5)
   else:
     model = networks.build("deblur", config)
     state = steps.create_state(networks.init_params("deblur", config, jax.random.key(0)), optimizer)
-    fn = steps.jit_train_step(steps.deblur_train_step, mesh, options, model=model, coc_model=None, optimizer=optimizer,
-                              mask_mode=steps.NO_MASKS, anneal_steps=1)
+    fn = steps.jit_train_step(steps.deblur_train_step, mesh, **compilation, model=model, coc_model=None,
+                              optimizer=optimizer, mask_mode=steps.NO_MASKS, anneal_steps=1)
   state = parallel.put_replicated(state, mesh)
   # The case's batch is per device: data parallelism scales it. Each process makes only its rows.
   local_rows = batch_size * len(mesh.local_devices)
@@ -132,8 +134,9 @@ def reblur_case(batch_size, size):
   return loss_and_grad, (b["left"], b["right"], coc), None
 
 
-def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branches=False, conv_fusion="auto"):
-  del conv_fusion  # a training-step option; inference is compiled as `bambnet restore` compiles it
+def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branches=False, conv_fusion="auto",
+               auto_layouts=False):
+  del conv_fusion, auto_layouts  # training-step options; inference is compiled as `bambnet restore` compiles it
   config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below,
                                  fuse_branches=fuse_branches)
   model = networks.build("deblur", config)
@@ -147,7 +150,8 @@ def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branche
 def make_cases(args, mesh):
   s, (ih, iw) = args.size, map(int, args.infer_size.split("x"))
   model = dict(width=args.width, matmul_conv_below=getattr(args, "matmul_conv_below", 0),
-               fuse_branches=getattr(args, "fuse_branches", False), conv_fusion=getattr(args, "conv_fusion", "auto"))
+               fuse_branches=getattr(args, "fuse_branches", False), conv_fusion=getattr(args, "conv_fusion", "auto"),
+               auto_layouts=getattr(args, "auto_layouts", "off") == "on")
   return {
       "deblur_b2_fp32": lambda: train_case("deblur", 2, s, "float32", mesh=mesh, **model),
       "deblur_b2_bf16": lambda: train_case("deblur", 2, s, "bfloat16", mesh=mesh, **model),
@@ -229,6 +233,8 @@ def main(argv=None):
                       help="model.fuse_branches: the U-Net-like branches' convs as grouped convs")
   parser.add_argument("--conv-fusion", choices=networks.CONV_FUSION_MODES, default="auto",
                       help="model.conv_fusion: train steps' convs as cuDNN fusions (auto: bfloat16 only)")
+  parser.add_argument("--auto-layouts", choices=("on", "off"), default="off",
+                      help="model.auto_layouts: train steps keep their state in the layouts XLA picks")
   parser.add_argument("--runs", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--pipeline-steps", type=int, default=10, help="calls issued back to back per pipelined timing")
@@ -265,6 +271,7 @@ def main(argv=None):
     record = {"case": name, "device": device.device_kind, "processes": jax.process_count(),
               "matmul_conv_below": args.matmul_conv_below, "fuse_branches": args.fuse_branches,
               "conv_fusion": args.conv_fusion,
+              "auto_layouts": args.auto_layouts,
               "devices": mesh.devices.size if isinstance(fn_args[0], steps.TrainState) else 1,
               "median_ms": round(ms, 3), "pipelined_ms": round(pipelined_ms, 3),
               "dispatch_ms": round(dispatch_ms, 3), "peak_memory_gib_so_far": round(stats.get("peak_bytes_in_use", 0) / 2**30, 3),

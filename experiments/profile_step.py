@@ -7,8 +7,10 @@ Each case of `benchmark.py` is compiled, warmed up, then `--steps` calls are tra
 `jax.profiler` (a Perfetto JSON trace, read here without extra packages). Per step it reports the
 wall time, the time some kernel was running on the GPU (the union of kernel intervals), the
 number of kernels, and kernel time summed by kind (convolutions, matmuls, XLA fusions, copies)
-with the ten costliest kernels. XLA's own cost analysis gives the FLOPs and bytes that the
-floors in PERF.md divide by the measured rates (`bench_floors.py`). One JSON line per case.
+with the ten costliest kernels, and the host's costliest work per step (`host_ms_per_step`: XLA's
+runtime events, e.g. the `cuGraphLaunch` of a step's CUDA graphs). XLA's own cost analysis gives
+the FLOPs and bytes that the floors in PERF.md divide by the measured rates (`bench_floors.py`).
+One JSON line per case.
 """
 
 import argparse
@@ -46,8 +48,8 @@ def load_trace(log_dir):
   return trace["traceEvents"] if isinstance(trace, dict) else trace
 
 
-def device_kernels(events):
-  """Complete events on the GPU's stream threads: (start_us, duration_us, name)."""
+def _names_and_streams(events):
+  """(process names by pid, thread names by (pid, tid), the (pid, tid) of the GPU's streams)."""
   process_names, thread_names = {}, {}
   for e in events:
     if e.get("ph") == "M" and e.get("name") == "process_name":
@@ -56,10 +58,35 @@ def device_kernels(events):
       thread_names[(e["pid"], e["tid"])] = e["args"]["name"]
   gpu_pids = {pid for pid, n in process_names.items() if "gpu" in n.lower() and "host" not in n.lower()}
   streams = {key for key, n in thread_names.items() if key[0] in gpu_pids and "stream" in n.lower()}
+  return process_names, thread_names, streams
+
+
+def device_kernels(events):
+  """Complete events on the GPU's stream threads: (start_us, duration_us, name)."""
+  process_names, thread_names, streams = _names_and_streams(events)
   kernels = [(float(e["ts"]), float(e.get("dur", 0.0)), e.get("name", "?")) for e in events
              if e.get("ph") == "X" and (e.get("pid"), e.get("tid")) in streams]
   threads = sorted({thread_names[k] for k in streams})
   return kernels, sorted(set(process_names.values())), threads
+
+
+def host_events(events):
+  """Complete events off the GPU's streams (the host's threads), Python frames left out:
+  (duration_us, name). XLA's runtime names its work there, e.g. `cuGraphLaunch`."""
+  _, _, streams = _names_and_streams(events)
+  return [(float(e.get("dur", 0.0)), e.get("name", "?")) for e in events
+          if e.get("ph") == "X" and (e.get("pid"), e.get("tid")) not in streams
+          and not e.get("name", "").startswith("$")]
+
+
+def host_table(events, steps, top=15):
+  """The host's costliest event names, milliseconds per step (nested events each count in full)."""
+  total, calls = collections.Counter(), collections.Counter()
+  for dur, name in events:
+    key = re.sub(r"(_\d+)+$", "", name.split("(")[0].strip())[:90]
+    total[key] += dur
+    calls[key] += 1
+  return [[k, round(v / steps / 1e3, 3), calls[k] // steps] for k, v in total.most_common(top)]
 
 
 def busy_time_us(kernels):
@@ -118,7 +145,12 @@ def cost_model(compiled):
 def profile_case(name, args, mesh):
   fn, fn_args, _ = benchmark.make_cases(args, mesh)[name]()
   start = time.perf_counter()
-  fn = fn.lower(*fn_args).compile()  # compiled once, for the cost model and the calls
+  # Compiled once, for the cost model and the calls (a train step as training compiles it).
+  if isinstance(fn, benchmark.steps.LaidOutStep):
+    fn, state = benchmark.steps.compile_with_state_layouts(fn.jitted, *fn_args)
+    fn_args = (state,) + tuple(fn_args[1:])
+  else:
+    fn = fn.lower(*fn_args).compile()
   record = {"case": name, "device": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "compile_s": round(time.perf_counter() - start, 1), **cost_model(fn)}
   for _ in range(3):
@@ -133,9 +165,11 @@ def profile_case(name, args, mesh):
         fn_args = benchmark._carry(fn_args, out)  # pylint: disable=protected-access
       jax.block_until_ready(out)
       record["wall_ms_per_step_traced"] = round((time.perf_counter() - start) * 1e3 / args.steps, 3)
-    kernels, processes, threads = device_kernels(load_trace(log_dir))
+    events = load_trace(log_dir)
+    kernels, processes, threads = device_kernels(events)
   record.update(summarise(kernels, args.steps) if kernels else {"no_kernels_found": {"processes": processes}})
-  record["stream_threads"] = threads
+  record["host_ms_per_step"] = host_table(host_events(events), args.steps)
+  record["stream_threads"] = threads[:8] + ([f"... {len(threads)} in all"] if len(threads) > 8 else [])
   if args.dump:
     record["all_kernels"] = kernel_table(kernels, args.steps)
   return record
@@ -160,6 +194,7 @@ def main():
   parser.add_argument("--matmul-conv-below", type=int, default=benchmark.networks.model_config().matmul_conv_below)
   parser.add_argument("--fuse-branches", action="store_true")
   parser.add_argument("--conv-fusion", choices=benchmark.networks.CONV_FUSION_MODES, default="auto")
+  parser.add_argument("--auto-layouts", choices=("on", "off"), default="off")
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--dump", action="store_true", help="add every kernel's calls and time per step")
   args = parser.parse_args()

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bambnet_jax.models import blocks
 from bambnet_jax.models import masks
 from bambnet_jax.models import networks
 from bambnet_jax.models import padding
@@ -25,6 +26,29 @@ def init_with_random_tail(net, config, key):
   kernel = params["tail"]["kernel"]
   params["tail"]["kernel"] = 0.05 * jax.random.normal(jax.random.fold_in(key, 1), kernel.shape)
   return params
+
+
+def test_gradient_fence_is_the_identity_with_the_same_gradient_through_a_barrier():
+  x = np.linspace(-2.0, 2.0, 7, dtype=np.float32)
+  f = lambda v: jnp.sum(jnp.sin(blocks.gradient_fence(v)) * v)
+  np.testing.assert_allclose(np.asarray(jax.grad(f)(x)), np.cos(x) * x + np.sin(x), rtol=1e-6)
+  assert "optimization_barrier" in str(jax.make_jaxpr(jax.grad(f))(x))
+
+
+def test_body_gradients_are_those_of_the_net_without_fences(monkeypatch):
+  """The fences only decide what XLA may fuse: every parameter's gradient is as without them."""
+  config = networks.model_config(width=8, branch_capacities=(1, 4, 7))
+  params = init_with_random_tail("deblur", config, jax.random.key(3))
+  x = jax.random.uniform(jax.random.key(4), (2, 32, 32, 6))
+  loss = lambda p: jnp.sum(networks.build("deblur", config).apply({"params": p}, x) ** 2)
+  fenced = jax.grad(loss)(params)
+  # One fence per branch and one for the merge.
+  assert str(jax.make_jaxpr(jax.grad(loss))(params)).count("optimization_barrier") == 3 + 1
+  monkeypatch.setattr(blocks, "gradient_fence", lambda v: v)
+  plain = jax.grad(loss)(params)
+  assert "optimization_barrier" not in str(jax.make_jaxpr(jax.grad(loss))(params))
+  for a, b in zip(jax.tree_util.tree_leaves(fenced), jax.tree_util.tree_leaves(plain)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
 
 
 def test_initial_outputs_are_neutral_and_not_saturated():
@@ -164,3 +188,11 @@ def test_configs_without_conv_fusion_get_the_default():
   config = networks.model_config(dtype="bfloat16")
   del config["conv_fusion"]
   assert networks.compiler_options(config) == {"xla_gpu_experimental_enable_conv_fusion": True}
+
+
+def test_step_compilation_carries_the_layout_choice_and_defaults_it_for_old_configs():
+  assert networks.step_compilation(networks.model_config(conv_fusion="off", auto_layouts=True)) == {
+      "compiler_options": {}, "auto_layouts": True}
+  config = networks.model_config(auto_layouts=True)
+  del config["auto_layouts"]
+  assert networks.step_compilation(config)["auto_layouts"] is False

@@ -45,6 +45,22 @@ def test_device_kernels_reads_only_gpu_stream_threads(tmp_path):
   summary = profile_step.summarise(kernels, steps=1)
   assert summary["kernel_ms_per_step_by_kind"] == {"convolution": 0.005, "fusion": 0.002}
   assert profile_step.kernel_table(kernels, 1)[1][0] == "loop_add_fusion"
+  # The host's side: everything off the GPU's streams, the XLA op thread included.
+  host = profile_step.host_events(events)
+  assert sorted(name for _, name in host) == ["an XLA op, not a kernel", "host work"]
+
+
+def test_host_table_sums_names_per_step_without_python_frames():
+  events = [
+      {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/host:CPU"}},
+      {"ph": "X", "pid": 1, "tid": 3, "ts": 0, "dur": 4000, "name": "cuGraphLaunch"},
+      {"ph": "X", "pid": 1, "tid": 3, "ts": 9, "dur": 2000, "name": "cuGraphLaunch"},
+      {"ph": "X", "pid": 1, "tid": 3, "ts": 9, "dur": 500, "name": "fusion_12"},
+      {"ph": "X", "pid": 1, "tid": 3, "ts": 9, "dur": 700, "name": "fusion_3"},
+      {"ph": "X", "pid": 1, "tid": 3, "ts": 0, "dur": 9999, "name": "$benchmark.py:12 main"},
+  ]
+  table = profile_step.host_table(profile_step.host_events(events), steps=2)
+  assert table == [["cuGraphLaunch", 3.0, 1], ["fusion", 0.6, 1]]
 
 
 def test_floors_measure_something_on_the_cpu():

@@ -57,6 +57,28 @@ class Conv3x3(nn.Module):
     return y + bias
 
 
+@jax.custom_vjp
+def gradient_fence(x):
+  """The identity, whose gradient passes through an optimization barrier.
+
+  XLA cannot fuse anything across the barrier: the gradient arriving here is materialised before
+  it is added to any other, so a sum of many gradients is not fused into the epilogue of the
+  convolution that produced one of them.
+  """
+  return x
+
+
+def _fence_forward(x):
+  return x, None
+
+
+def _fence_backward(_, gradient):
+  return (jax.lax.optimization_barrier(gradient),)
+
+
+gradient_fence.defvjp(_fence_forward, _fence_backward)
+
+
 def attention_channels(width, reduction=16):
   """Bottleneck width of channel attention: 64 -> 4 at the default; at least 1 for tiny widths."""
   return max(1, width // reduction)

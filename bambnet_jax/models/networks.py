@@ -32,7 +32,7 @@ CONV_FUSION_MODES = ("auto", "on", "off")
 
 
 def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", matmul_conv_below=0,
-                 fuse_branches=False, conv_fusion="auto"):
+                 fuse_branches=False, conv_fusion="auto", auto_layouts=False):
   """The network fields of a config; the defaults are the paper's model (4,497,731 parameters)."""
   config = ml_collections.ConfigDict()
   config.width = width  # feature channels everywhere in the body
@@ -49,6 +49,10 @@ def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", mat
   # How XLA compiles the training steps' convolutions (`compiler_options`): "on" = as cuDNN fusions
   # with their elementwise neighbours, "off" = plain cuDNN calls, "auto" = on for bfloat16 only.
   config.conv_fusion = conv_fusion
+  # True: training steps keep their state (parameters, optimizer moments) in the memory layouts
+  # XLA picks for them, e.g. conv kernels as cuDNN reads them (steps.jit_train_step): 390 fewer
+  # kernels per deblurring step, but the host then takes 8-16 ms longer to launch each step.
+  config.auto_layouts = auto_layouts
   return config
 
 
@@ -58,9 +62,9 @@ def compiler_options(config):
   With conv fusion (XLA's experimental `ConvFusionRewriter`) each convolution becomes a cuDNN
   graph with its bias, activation and gradient epilogues, and XLA records those graphs into CUDA
   graphs with the rest of the step: on an H200 the bfloat16 deblurring step's host dispatch fell
-  from 22.7 to 8.1 ms and a pipelined step from 22.3 to 19.4 ms, while float32 got slower (36.7
-  -> 39.6 ms), hence "auto" = bfloat16 only (experiments/PERF.md). The function is the same up
-  to rounding. Ignored off GPU.
+  from 22.7 to 8.1 ms and a pipelined step from 22.3 to 19.4 ms, while float32 did not gain
+  (H200: 36.7 -> 39.6 ms; H100 with the body's gradient fences: 41.5 -> 42.9 ms), hence "auto" =
+  bfloat16 only (experiments/PERF.md). The function is the same up to rounding. Ignored off GPU.
   """
   mode = config.get("conv_fusion", "auto")
   if mode not in CONV_FUSION_MODES:
@@ -68,6 +72,12 @@ def compiler_options(config):
   if mode == "on" or (mode == "auto" and jnp.dtype(config.dtype) == jnp.bfloat16):
     return {"xla_gpu_experimental_enable_conv_fusion": True}
   return {}
+
+
+def step_compilation(config):
+  """How to jit a train step of the net a model config describes: `steps.jit_train_step`'s
+  `compiler_options` and `auto_layouts` (configs written before the latter existed get False)."""
+  return {"compiler_options": compiler_options(config), "auto_layouts": bool(config.get("auto_layouts", False))}
 
 
 class DeblurNet(nn.Module):

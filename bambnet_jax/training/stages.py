@@ -90,7 +90,7 @@ def train_coc(ctx):
   ckpts = checkpointing.StageCheckpoints(ctx.workdir, "coc")
   state, _ = _restore_or_start(ckpts, state, batches)
   state = parallel.put_replicated(state, ctx.mesh)
-  step_fn = steps.jit_train_step(steps.coc_train_step, ctx.mesh, networks.compiler_options(model_config),
+  step_fn = steps.jit_train_step(steps.coc_train_step, ctx.mesh, **networks.step_compilation(model_config),
                                  model=model, optimizer=optimizer,
                                  tv_start=cfg.tv_start, tv_weight=cfg.tv_weight, loss_border=cfg.loss_border,
                                  skip_nonfinite=ctx.config.skip_nonfinite)
@@ -143,7 +143,7 @@ def search_thresholds(ctx, coc_params):
   state, extra = _restore_or_start(ckpts, state, batches)
   history = extra.get("history", [])
   state = parallel.put_replicated(state, ctx.mesh)
-  train_fn = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, networks.compiler_options(ctx.config.model),
+  train_fn = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, **networks.step_compilation(ctx.config.model),
                                   model=model, coc_model=coc_model,
                                   optimizer=optimizer, mask_mode=steps.HARD_MASKS, anneal_steps=1,
                                   skip_nonfinite=ctx.config.skip_nonfinite)
@@ -193,7 +193,7 @@ def train_deblur(ctx, coc_params, thresholds, init_params=None):
   state = parallel.put_replicated(state, ctx.mesh)
   common = dict(model=model, coc_model=coc_model, optimizer=optimizer, anneal_steps=cfg.anneal_steps,
                 skip_nonfinite=ctx.config.skip_nonfinite,
-                compiler_options=networks.compiler_options(ctx.config.model))
+                **networks.step_compilation(ctx.config.model))
   annealed = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, mask_mode=steps.ANNEALED_MASKS, **common)
   unmasked = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, mask_mode=steps.NO_MASKS, **common)
   # After the annealing, nothing computes COC maps any more.

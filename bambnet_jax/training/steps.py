@@ -13,6 +13,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from jax.experimental.layout import Format, Layout
 
 from bambnet_jax.losses import reblur
 from bambnet_jax.models import masks
@@ -116,12 +117,56 @@ def branch_error_step(params, guidance, batch, *, model, coc_model, num_bins, bi
                                                 batch.get("mask"))
 
 
-def jit_train_step(step_fn, mesh, compiler_options=None, **static):
+def jit_train_step(step_fn, mesh, compiler_options=None, auto_layouts=False, **static):
   """Jits a train step over the mesh: state replicated and donated, batch sharded on `data`.
 
   compiler_options: XLA options for this step (`networks.compiler_options` of its model config).
+  auto_layouts: XLA picks the memory layouts of the state (`Layout.AUTO`), so conv kernels and
+  their optimizer moments are stored as cuDNN reads them, not transposed on every step (390
+  fewer kernels per deblurring step, but each call takes the host longer to launch;
+  experiments/PERF.md). Returns a `LaidOutStep` then.
   """
-  return jax.jit(functools.partial(step_fn, **static),
-                 in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
-                 out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
-                 donate_argnums=(0,), compiler_options=compiler_options)
+  state_sharding = parallel.replicated(mesh)
+  if auto_layouts:
+    state_sharding = Format(Layout.AUTO, state_sharding)
+  jitted = jax.jit(functools.partial(step_fn, **static),
+                   in_shardings=(state_sharding, parallel.batch_sharded(mesh)),
+                   out_shardings=(state_sharding, parallel.replicated(mesh)),
+                   donate_argnums=(0,), compiler_options=compiler_options)
+  return LaidOutStep(jitted) if auto_layouts else jitted
+
+
+def compile_with_state_layouts(jitted, state, batch):
+  """Compiles a step jitted with `auto_layouts` for this state and batch's shapes.
+
+  Returns (compiled step, the state placed in the layouts it chose); the step returns its state
+  in the same layouts, so it can be fed back step after step.
+  """
+  abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  compiled = jitted.lower(abstract, batch).compile()
+  return compiled, jax.device_put(state, compiled.input_formats[0][0])
+
+
+class LaidOutStep:
+  """A train step whose state lives in the memory layouts XLA chose for it.
+
+  Compiled at the first call, for that call's shapes (batches have fixed shapes). A state that
+  is not the one this step returned last (a fresh or restored state, one from another step
+  function, one with new thresholds) is first moved into those layouts; the state it returned
+  goes straight back in, so a loop of steps pays nothing. Evaluations can read the state as it
+  is: jit compiles them for the layouts of their arguments.
+  """
+
+  def __init__(self, jitted):
+    self.jitted = jitted
+    self._compiled = None
+    self._returned = None
+
+  def __call__(self, state, batch):
+    if self._compiled is None:
+      self._compiled, state = compile_with_state_layouts(self.jitted, state, batch)
+    elif state is not self._returned:
+      state = jax.device_put(state, self._compiled.input_formats[0][0])
+    state, metrics = self._compiled(state, batch)
+    self._returned = state
+    return state, metrics
