@@ -19,6 +19,7 @@ import numpy as np
 
 from bambnet_jax import checkpoints
 from bambnet_jax.models import branches
+from bambnet_jax.models import wiring
 from bambnet_jax.models import networks
 
 _BGR_TO_RGB = np.array([2, 1, 0])
@@ -79,7 +80,7 @@ def _key_plan(config):
   plan = {("head",): "head.0", ("tail",): "tail_hard.0"}
   for i, capacity in enumerate(config.branch_capacities):
     n = branches.blocks_per_group(capacity)
-    for s in range(1, branches.NUM_STAGES + 1):
+    for s in range(1, wiring.NUM_STAGES + 1):
       torch_prefix = f"layer{s}.{i}.0"
       flax_prefix = ("body", f"branch_{i}", f"stage_{s}")
       if n == 0:

@@ -1,8 +1,5 @@
-"""The branches of BaMBNet's multi-branch body and their 8-stage skip wiring (paper Fig. 3).
+"""The branches of BaMBNet's multi-branch body (paper Fig. 3), wired stage to stage by wiring.py.
 
-Every branch has 8 stages fed the same way (o_s is stage s's output, A(o) is the head's features
-F_enc average-pooled to o's size):
-  s1: F_enc;  s2..s5: A(o_{s-1}) + o_{s-1};  s6: A(o5)+o5+o3;  s7: A(o6)+o6+o2;  s8: A(o7)+o7+o1.
 The U-Net-like branches halve the resolution after stages 1-4 and double it after stages 5-8,
 so o8 is at full resolution again; the FCN-like branch keeps full resolution throughout.
 """
@@ -15,54 +12,7 @@ import jax.numpy as jnp
 
 from bambnet_jax.models import blocks
 from bambnet_jax.models import fused_branches
-
-NUM_STAGES = 8
-# Stage s also receives o_{SKIPS[s]} (the U-Net's long skips).
-SKIPS = {6: 3, 7: 2, 8: 1}
-
-
-def _pool_2x(x, reduce):
-  # A reshape and a reduction, not a reduce_window: the gradient of a windowed max pool is a
-  # select-and-scatter, which XLA runs slowly on GPU; this gradient is an elementwise fusion.
-  n, h, w, c = x.shape
-  return reduce(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
-
-
-def max_pool_2x(x):
-  """2x2 max pooling with stride 2 (H and W even)."""
-  return _pool_2x(x, jnp.max)
-
-
-def average_pool_2x(x):
-  """2x2 average pooling with stride 2 (H and W even)."""
-  return _pool_2x(x, jnp.mean)
-
-
-def average_pyramid(features, levels=4):
-  """[F_enc, F_enc pooled 2x, 4x, 8x, 16x]: the A(.) terms, shared by all branches."""
-  pyramid = [features]
-  for _ in range(levels):
-    pyramid.append(average_pool_2x(pyramid[-1]))
-  return pyramid
-
-
-def upsample_nearest_2x(x):
-  n, h, w, c = x.shape
-  x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, 2, w, 2, c))
-  return x.reshape(n, 2 * h, 2 * w, c)
-
-
-def stage_input(s, outputs, pooled_features):
-  """Input of stage s >= 2, given the outputs so far and A(o_{s-1})."""
-  x = pooled_features + outputs[s - 1]
-  if s in SKIPS:
-    x = x + outputs[SKIPS[s]]
-  return x
-
-
-def level_after_stage(s):
-  """Resolution level (number of halvings) of o_s in a U-Net-like branch."""
-  return s if s <= 4 else NUM_STAGES - s
+from bambnet_jax.models import wiring
 
 
 class FCNBranch(nn.Module):
@@ -75,11 +25,11 @@ class FCNBranch(nn.Module):
     width = features.shape[-1]
     outputs = {}
     x = features
-    for s in range(1, NUM_STAGES + 1):
+    for s in range(1, wiring.NUM_STAGES + 1):
       if s > 1:
-        x = stage_input(s, outputs, features)  # A() is the identity at full resolution
+        x = wiring.stage_input(s, outputs, features)  # A() is the identity at full resolution
       outputs[s] = nn.relu(blocks.Conv1x1(width, dtype=self.dtype, name=f"stage_{s}")(x))
-    return outputs[NUM_STAGES]
+    return outputs[wiring.NUM_STAGES]
 
 
 class UNetBranch(nn.Module):
@@ -93,17 +43,17 @@ class UNetBranch(nn.Module):
   def __call__(self, pyramid):
     outputs = {}
     x = pyramid[0]
-    for s in range(1, NUM_STAGES + 1):
+    for s in range(1, wiring.NUM_STAGES + 1):
       if s > 1:
-        x = stage_input(s, outputs, pyramid[level_after_stage(s - 1)].astype(outputs[s - 1].dtype))
+        x = wiring.stage_input(s, outputs, pyramid[wiring.level_after_stage(s - 1)].astype(outputs[s - 1].dtype))
       x = blocks.ResidualGroup(self.num_blocks, self.reduction, dtype=self.dtype, matmul_below=self.matmul_below,
                                name=f"stage_{s}")(x)
-      if s <= NUM_STAGES // 2:
-        x = max_pool_2x(x)
+      if s <= wiring.NUM_STAGES // 2:
+        x = wiring.max_pool_2x(x)
       else:
-        x = upsample_nearest_2x(x)
+        x = wiring.upsample_nearest_2x(x)
       outputs[s] = x
-    return outputs[NUM_STAGES]
+    return outputs[wiring.NUM_STAGES]
 
 
 def blocks_per_group(capacity):
@@ -127,7 +77,7 @@ class MultiBranchBody(nn.Module):
     With `separate`, returns (F_enc, [o8_i]) instead of the merge, for evaluating each branch alone.
     """
     features = nn.relu(blocks.Conv3x3(self.width, dtype=self.dtype, name="head")(dp_views))
-    pyramid = average_pyramid(features)
+    pyramid = wiring.average_pyramid(features)
     # Each branch and the merge take F_enc through a gradient fence of their own, so that the
     # gradients of F_enc's ~15 uses are summed by one XLA fusion; otherwise XLA's conv fusion
     # fuses that whole sum into one convolution's epilogue (1.5 ms on an H100, experiments/PERF.md).

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from bambnet_jax.models import blocks
-from bambnet_jax.models import branches
+from bambnet_jax.models import wiring
 
 
 def _conv_params(stage, num_blocks, t):
@@ -62,14 +62,14 @@ def fused_unet_branches(branch_params, num_blocks, pyramid, reduction=16, dtype=
   """
   outputs = [{} for _ in branch_params]
   xs = [pyramid[0]] * len(branch_params)
-  for s in range(1, branches.NUM_STAGES + 1):
+  for s in range(1, wiring.NUM_STAGES + 1):
     if s > 1:
-      pooled = pyramid[branches.level_after_stage(s - 1)]
-      xs = [branches.stage_input(s, outputs[b], pooled.astype(outputs[b][s - 1].dtype))
+      pooled = pyramid[wiring.level_after_stage(s - 1)]
+      xs = [wiring.stage_input(s, outputs[b], pooled.astype(outputs[b][s - 1].dtype))
             for b in range(len(branch_params))]
     stage = [p[f"stage_{s}"] for p in branch_params]
     xs = _residual_groups(stage, num_blocks, xs, reduction, jnp.dtype(dtype))
-    resize = branches.max_pool_2x if s <= branches.NUM_STAGES // 2 else branches.upsample_nearest_2x
+    resize = wiring.max_pool_2x if s <= wiring.NUM_STAGES // 2 else wiring.upsample_nearest_2x
     for b, x in enumerate(xs):
       outputs[b][s] = resize(x)
-  return [o[branches.NUM_STAGES] for o in outputs]
+  return [o[wiring.NUM_STAGES] for o in outputs]
