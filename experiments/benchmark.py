@@ -134,9 +134,7 @@ def reblur_case(batch_size, size):
   return loss_and_grad, (b["left"], b["right"], coc), None
 
 
-def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branches=False, conv_fusion="auto",
-               auto_layouts=False):
-  del conv_fusion, auto_layouts  # training-step options; inference is compiled as `bambnet restore` compiles it
+def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branches=False):
   config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below,
                                  fuse_branches=fuse_branches)
   model = networks.build("deblur", config)
@@ -150,15 +148,17 @@ def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branche
 def make_cases(args, mesh):
   s, (ih, iw) = args.size, map(int, args.infer_size.split("x"))
   model = dict(width=args.width, matmul_conv_below=getattr(args, "matmul_conv_below", 0),
-               fuse_branches=getattr(args, "fuse_branches", False), conv_fusion=getattr(args, "conv_fusion", "auto"),
+               fuse_branches=getattr(args, "fuse_branches", False))
+  # How training compiles its steps; inference is compiled as `bambnet restore` compiles it.
+  train = dict(model, mesh=mesh, conv_fusion=getattr(args, "conv_fusion", "auto"),
                auto_layouts=getattr(args, "auto_layouts", "off") == "on")
   return {
-      "deblur_b2_fp32": lambda: train_case("deblur", 2, s, "float32", mesh=mesh, **model),
-      "deblur_b2_bf16": lambda: train_case("deblur", 2, s, "bfloat16", mesh=mesh, **model),
-      "deblur_b8_fp32": lambda: train_case("deblur", 8, s, "float32", mesh=mesh, **model),
-      "deblur_b8_bf16": lambda: train_case("deblur", 8, s, "bfloat16", mesh=mesh, **model),
-      "coc_b4_fp32": lambda: train_case("coc", 4, s, "float32", mesh=mesh, **model),
-      "coc_b4_bf16": lambda: train_case("coc", 4, s, "bfloat16", mesh=mesh, **model),
+      "deblur_b2_fp32": lambda: train_case("deblur", 2, s, "float32", **train),
+      "deblur_b2_bf16": lambda: train_case("deblur", 2, s, "bfloat16", **train),
+      "deblur_b8_fp32": lambda: train_case("deblur", 8, s, "float32", **train),
+      "deblur_b8_bf16": lambda: train_case("deblur", 8, s, "bfloat16", **train),
+      "coc_b4_fp32": lambda: train_case("coc", 4, s, "float32", **train),
+      "coc_b4_bf16": lambda: train_case("coc", 4, s, "bfloat16", **train),
       "reblur_loss_b4": lambda: reblur_case(4, s),
       "infer_fp32": lambda: infer_case(ih, iw, "float32", **model),
       "infer_bf16": lambda: infer_case(ih, iw, "bfloat16", **model),

@@ -1,8 +1,8 @@
 """Runs a few training steps of a tiny net on fixed batches; shared by the data-parallel tests.
 
-Also a script: `python tests/step_runner.py PROCESS_ID PORT OUT.npz MODE` joins a two-process
-run on localhost through jax.distributed, feeds this process's half of every global batch, and
-(process 0) saves the losses and final parameters.
+Also a script: `python tests/step_runner.py PROCESS_ID COORDINATOR OUT.npz MODE` joins a
+two-process run on localhost through jax.distributed, feeds this process's half of every global
+batch, and (process 0) saves the losses and final parameters.
 """
 
 import sys
@@ -55,9 +55,9 @@ def run(mode, mesh, num_steps=2, auto_layouts=False):
   return losses, jax.device_get(state.params)
 
 
-def main(process_id, port, out, mode):
+def main(process_id, coordinator, out, mode):
   jax.config.update("jax_num_cpu_devices", 1)
-  parallel.initialize_distributed(f"localhost:{port}", 2, int(process_id))
+  parallel.initialize_distributed(coordinator, 2, int(process_id))
   losses, params = run(mode, parallel.make_mesh())
   if jax.process_index() == 0:
     leaves = jax.tree_util.tree_leaves(params)

@@ -2,7 +2,6 @@
 
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import optax
 import pytest
 
 from bambnet_jax.models import networks
+from bambnet_jax.training import launch
 from bambnet_jax.training import parallel
 from bambnet_jax.training import steps
 
@@ -60,17 +60,11 @@ def test_laid_out_step_moves_a_state_it_did_not_return_into_its_layouts():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_through_jax_distributed_match_one_device(tmp_path):
-  mode, port, out = steps.ANNEALED_MASKS, _free_port(), tmp_path / "result.npz"
+  mode, coordinator, out = steps.ANNEALED_MASKS, launch.local_coordinator(), tmp_path / "result.npz"
   script = pathlib.Path(step_runner.__file__)
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  procs = [subprocess.Popen([sys.executable, str(script), str(i), str(port), str(out), mode], env=env,
+  procs = [subprocess.Popen([sys.executable, str(script), str(i), coordinator, str(out), mode], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
   logs = [p.communicate(timeout=300)[0] for p in procs]
   assert all(p.returncode == 0 for p in procs), "\n".join(logs)

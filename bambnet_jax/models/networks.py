@@ -51,7 +51,7 @@ def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", mat
   config.conv_fusion = conv_fusion
   # True: training steps keep their state (parameters, optimizer moments) in the memory layouts
   # XLA picks for them, e.g. conv kernels as cuDNN reads them (steps.jit_train_step): 390 fewer
-  # kernels per deblurring step, but the host then takes 8-16 ms longer to launch each step.
+  # kernels per deblurring step, but the host then takes 3-16 ms longer to launch each step.
   config.auto_layouts = auto_layouts
   return config
 
