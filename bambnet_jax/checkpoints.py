@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from bambnet_jax.models import blocks
 from bambnet_jax.models import networks
 
 WEIGHTS_FORMAT = "bambnet-jax-weights-1"
@@ -40,8 +41,12 @@ def save_weights(directory, params, net, model_config, source=""):
     manager.wait_until_finished()
 
 
-def load_weights(directory, expected_net=None):
-  """Reads weights written by `save_weights`. Returns (params, net, model_config)."""
+def load_weights(directory, expected_net=None, kernel_layout=None):
+  """Reads weights written by `save_weights`. Returns (params, net, model_config).
+
+  kernel_layout: the layout to return the kernels in (default: as stored), so that weights can
+  be used with a net of another model config's layout (`networks.kernel_layout`).
+  """
   directory = pathlib.Path(directory)
   if not directory.is_dir():
     raise WeightsError(f"{directory}: weights directory not found")
@@ -57,6 +62,11 @@ def load_weights(directory, expected_net=None):
       raise WeightsError(f"{directory}: holds the {net!r} network, but the {expected_net!r} network is needed")
     config = networks.model_config(meta["model"]["width"], meta["model"]["branch_capacities"])
     config.update(meta["model"] | {"branch_capacities": tuple(meta["model"]["branch_capacities"])})
+    # Weights written before kernels could be stored OHWI hold them HWIO.
+    config.kernel_layout = meta["model"].get("kernel_layout", "HWIO")
     target = networks.param_shapes(net, config)
     params = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))["params"]
+  if kernel_layout is not None:
+    params = blocks.to_kernel_layout(params, config.kernel_layout, kernel_layout)
+    config.kernel_layout = kernel_layout
   return params, net, config

@@ -14,8 +14,9 @@ medians come the card's name, the peak device memory, and the achieved TFLOP/s f
 section 1's FLOP counts (501 GFLOP per 512x512 forward, 3,597 GFLOP at 1120x1680; a training
 step counts as 3 forwards: forward, backward through activations and through weights). The
 SPEC's released-code figures on an H200 are printed beside each case for reference. Train
-steps compile as training compiles them (`--conv-fusion`, default auto: `model.conv_fusion`;
-`--auto-layouts`, default off: `model.auto_layouts`).
+steps compile as training compiles them (`--conv-fusion`, default off: `model.conv_fusion`),
+with the parameters in `--kernel-layout` (default OHWI: `model.kernel_layout`) and the train
+state kept flat as training keeps it (training/flat_params.py).
 
 Data parallelism: train cases' batches are per device. `--devices N` drives N local devices from
 this process; `--processes N` re-launches this script as N processes of one jax.distributed run
@@ -38,6 +39,7 @@ import optax
 from jax.experimental import multihost_utils
 
 from bambnet_jax.losses import reblur
+from bambnet_jax.models import blocks
 from bambnet_jax.models import networks
 from bambnet_jax.training import launch as launch_lib
 from bambnet_jax.training import parallel
@@ -96,11 +98,11 @@ def _batch(rng, n, size, keys=("left", "right", "sharp")):
 
 
 def train_case(kind, batch_size, size, dtype, width, mesh, matmul_conv_below=0, fuse_branches=False,
-               conv_fusion="auto", auto_layouts=False):
+               conv_fusion="off", kernel_layout="OHWI"):
   config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below,
                                  fuse_branches=fuse_branches, conv_fusion=conv_fusion,
-                                 auto_layouts=auto_layouts)
-  compilation = networks.step_compilation(config)  # as training compiles its steps
+                                 kernel_layout=kernel_layout)
+  compilation = {"compiler_options": networks.compiler_options(config)}  # as training compiles its steps
   optimizer = optax.adam(1e-4)
   rng = np.random.default_rng(0)
   if kind == "coc":
@@ -134,9 +136,9 @@ def reblur_case(batch_size, size):
   return loss_and_grad, (b["left"], b["right"], coc), None
 
 
-def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branches=False):
+def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branches=False, kernel_layout="OHWI"):
   config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below,
-                                 fuse_branches=fuse_branches)
+                                 fuse_branches=fuse_branches, kernel_layout=kernel_layout)
   model = networks.build("deblur", config)
   params = networks.init_params("deblur", config, jax.random.key(0))
   x = jnp.asarray(np.random.default_rng(0).random((1, height, width_px, 6), np.float32))
@@ -148,10 +150,10 @@ def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branche
 def make_cases(args, mesh):
   s, (ih, iw) = args.size, map(int, args.infer_size.split("x"))
   model = dict(width=args.width, matmul_conv_below=getattr(args, "matmul_conv_below", 0),
-               fuse_branches=getattr(args, "fuse_branches", False))
+               fuse_branches=getattr(args, "fuse_branches", False),
+               kernel_layout=getattr(args, "kernel_layout", "OHWI"))
   # How training compiles its steps; inference is compiled as `bambnet restore` compiles it.
-  train = dict(model, mesh=mesh, conv_fusion=getattr(args, "conv_fusion", "auto"),
-               auto_layouts=getattr(args, "auto_layouts", "off") == "on")
+  train = dict(model, mesh=mesh, conv_fusion=getattr(args, "conv_fusion", "off"))
   return {
       "deblur_b2_fp32": lambda: train_case("deblur", 2, s, "float32", **train),
       "deblur_b2_bf16": lambda: train_case("deblur", 2, s, "bfloat16", **train),
@@ -231,10 +233,10 @@ def main(argv=None):
                       help="model.matmul_conv_below: branch convs on maps under this many pixels as matmuls")
   parser.add_argument("--fuse-branches", action="store_true",
                       help="model.fuse_branches: the U-Net-like branches' convs as grouped convs")
-  parser.add_argument("--conv-fusion", choices=networks.CONV_FUSION_MODES, default="auto",
-                      help="model.conv_fusion: train steps' convs as cuDNN fusions (auto: bfloat16 only)")
-  parser.add_argument("--auto-layouts", choices=("on", "off"), default="off",
-                      help="model.auto_layouts: train steps keep their state in the layouts XLA picks")
+  parser.add_argument("--conv-fusion", choices=networks.CONV_FUSION_MODES, default="off",
+                      help="model.conv_fusion: train steps' convs as cuDNN fusions (auto: off, as in old configs)")
+  parser.add_argument("--kernel-layout", choices=blocks.KERNEL_LAYOUTS, default="OHWI",
+                      help="model.kernel_layout: how conv kernels are stored")
   parser.add_argument("--runs", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--pipeline-steps", type=int, default=10, help="calls issued back to back per pipelined timing")
@@ -271,7 +273,7 @@ def main(argv=None):
     record = {"case": name, "device": device.device_kind, "processes": jax.process_count(),
               "matmul_conv_below": args.matmul_conv_below, "fuse_branches": args.fuse_branches,
               "conv_fusion": args.conv_fusion,
-              "auto_layouts": args.auto_layouts,
+              "kernel_layout": args.kernel_layout,
               "devices": mesh.devices.size if isinstance(fn_args[0], steps.TrainState) else 1,
               "median_ms": round(ms, 3), "pipelined_ms": round(pipelined_ms, 3),
               "dispatch_ms": round(dispatch_ms, 3), "peak_memory_gib_so_far": round(stats.get("peak_bytes_in_use", 0) / 2**30, 3),

@@ -146,11 +146,7 @@ def profile_case(name, args, mesh):
   fn, fn_args, _ = benchmark.make_cases(args, mesh)[name]()
   start = time.perf_counter()
   # Compiled once, for the cost model and the calls (a train step as training compiles it).
-  if isinstance(fn, benchmark.steps.LaidOutStep):
-    fn, state = benchmark.steps.compile_with_state_layouts(fn.jitted, *fn_args)
-    fn_args = (state,) + tuple(fn_args[1:])
-  else:
-    fn = fn.lower(*fn_args).compile()
+  fn = fn.lower(*fn_args).compile()
   record = {"case": name, "device": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "compile_s": round(time.perf_counter() - start, 1), **cost_model(fn)}
   for _ in range(3):
@@ -193,8 +189,8 @@ def main():
   parser.add_argument("--width", type=int, default=64)
   parser.add_argument("--matmul-conv-below", type=int, default=benchmark.networks.model_config().matmul_conv_below)
   parser.add_argument("--fuse-branches", action="store_true")
-  parser.add_argument("--conv-fusion", choices=benchmark.networks.CONV_FUSION_MODES, default="auto")
-  parser.add_argument("--auto-layouts", choices=("on", "off"), default="off")
+  parser.add_argument("--conv-fusion", choices=benchmark.networks.CONV_FUSION_MODES, default="off")
+  parser.add_argument("--kernel-layout", choices=benchmark.blocks.KERNEL_LAYOUTS, default="OHWI")
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--dump", action="store_true", help="add every kernel's calls and time per step")
   args = parser.parse_args()

@@ -27,7 +27,7 @@ def global_batch(seed, n=GLOBAL_BATCH, size=32):
           "right": sharp * 0.7 + np.roll(sharp, -1, axis=2) * 0.3, "sharp": sharp}
 
 
-def run(mode, mesh, num_steps=2, auto_layouts=False):
+def run(mode, mesh, num_steps=2):
   """Losses and final parameters after `num_steps` steps; each process feeds its own rows."""
   optimizer = optax.adam(1e-3)
   net = "coc" if mode == "coc" else "deblur"
@@ -35,13 +35,13 @@ def run(mode, mesh, num_steps=2, auto_layouts=False):
   params = networks.init_params(net, CONFIG, jax.random.key(0))
   if mode == "coc":
     state = steps.create_state(params, optimizer)
-    fn = steps.jit_train_step(steps.coc_train_step, mesh, auto_layouts=auto_layouts, model=model,
+    fn = steps.jit_train_step(steps.coc_train_step, mesh, model=model,
                               optimizer=optimizer, tv_start=0, tv_weight=1e-5)
   else:
     guidance = {"coc_params": networks.init_params("coc", CONFIG, jax.random.key(1)),
                 "thresholds": jnp.array([0.0, 0.05, 25.0])}
     state = steps.create_state(params, optimizer, guidance)
-    fn = steps.jit_train_step(steps.deblur_train_step, mesh, auto_layouts=auto_layouts, model=model,
+    fn = steps.jit_train_step(steps.deblur_train_step, mesh, model=model,
                               coc_model=networks.build("coc", CONFIG), optimizer=optimizer, mask_mode=mode,
                               anneal_steps=100)
   state = parallel.put_replicated(state, mesh)
@@ -52,7 +52,7 @@ def run(mode, mesh, num_steps=2, auto_layouts=False):
     local = {k: v[mine] for k, v in global_batch(i).items()}
     state, metrics = fn(state, parallel.put_batch(local, mesh))
     losses.append(float(metrics["loss"]))
-  return losses, jax.device_get(state.params)
+  return losses, jax.device_get(state.params).tree()
 
 
 def main(process_id, coordinator, out, mode):

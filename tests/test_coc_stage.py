@@ -77,10 +77,11 @@ def test_variants_train_the_coc_stage_and_score_it_against_the_true_coc(tmp_path
 
   monkeypatch.setattr(steps, "jit_train_step", recording_jit_train_step)
   shared = [f"data.data_dir={tmp_path / 'tfds'}"]
+  interior = "interior:coc.crop_size=16,coc.loss_border=4,coc.dtype=bfloat16,model.conv_fusion=on"
   results = script.main(["--config", SMOKE, "--workdir", str(tmp_path / "v"), "--variant", "paper:",
-                         "--variant", "interior:coc.crop_size=16,coc.loss_border=4,coc.dtype=bfloat16", *shared])
+                         "--variant", interior, *shared])
   assert [r["variant"] for r in results] == ["paper", "interior"]
-  # The stage compiles with its own dtype's options: conv fusion for the bfloat16 variant only.
+  # Each variant's stage compiles with its own model options: conv fusion for the one that asks.
   assert compiled_with == [{}, {"xla_gpu_experimental_enable_conv_fusion": True}]
   assert json.loads((tmp_path / "v" / "variants.json").read_text()) == results
   config = _smoke_config(tmp_path)

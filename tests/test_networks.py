@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bambnet_jax import checkpoints
 from bambnet_jax.models import blocks
 from bambnet_jax.models import masks
 from bambnet_jax.models import networks
@@ -171,9 +172,10 @@ def test_each_branch_alone_equals_one_hot_gates():
                                atol=1e-6)
 
 
-@pytest.mark.parametrize("mode, dtype, fused", [("auto", "bfloat16", True), ("auto", "float32", False),
-                                                ("on", "float32", True), ("off", "bfloat16", False)])
-def test_conv_fusion_is_asked_of_xla_for_bfloat16_by_default(mode, dtype, fused):
+@pytest.mark.parametrize("mode, dtype, fused", [("auto", "bfloat16", False), ("auto", "float32", False),
+                                                ("on", "float32", True), ("on", "bfloat16", True),
+                                                ("off", "bfloat16", False)])
+def test_conv_fusion_is_asked_of_xla_only_when_on(mode, dtype, fused):
   options = networks.compiler_options(networks.model_config(dtype=dtype, conv_fusion=mode))
   assert options == ({"xla_gpu_experimental_enable_conv_fusion": True} if fused else {})
 
@@ -187,12 +189,46 @@ def test_configs_without_conv_fusion_get_the_default():
   """Model configs saved before the field existed (weights' config.json) still compile."""
   config = networks.model_config(dtype="bfloat16")
   del config["conv_fusion"]
-  assert networks.compiler_options(config) == {"xla_gpu_experimental_enable_conv_fusion": True}
+  assert networks.compiler_options(config) == {}
 
 
-def test_step_compilation_carries_the_layout_choice_and_defaults_it_for_old_configs():
-  assert networks.step_compilation(networks.model_config(conv_fusion="off", auto_layouts=True)) == {
-      "compiler_options": {}, "auto_layouts": True}
-  config = networks.model_config(auto_layouts=True)
-  del config["auto_layouts"]
-  assert networks.step_compilation(config)["auto_layouts"] is False
+@pytest.mark.parametrize("net", networks.NET_KINDS)
+def test_ohwi_kernels_hold_the_hwio_values_transposed_and_give_the_same_outputs(net):
+  """model.kernel_layout: the same initial values and the same function in either layout."""
+  config = {layout: networks.model_config(width=8, branch_capacities=(1, 4), kernel_layout=layout)
+            for layout in blocks.KERNEL_LAYOUTS}
+  params = {layout: networks.init_params(net, c, jax.random.key(0)) for layout, c in config.items()}
+  flat = {layout: dict(jax.tree_util.tree_flatten_with_path(p)[0]) for layout, p in params.items()}
+  assert flat["HWIO"].keys() == flat["OHWI"].keys()
+  kernels = 0
+  for path, hwio in flat["HWIO"].items():
+    want = np.transpose(np.asarray(hwio), (3, 0, 1, 2)) if hwio.ndim == 4 else np.asarray(hwio)
+    np.testing.assert_array_equal(np.asarray(flat["OHWI"][path]), want)
+    kernels += hwio.ndim == 4
+  assert kernels > 10
+  # The deblurring tail starts at zero; a random one makes the outputs depend on every kernel.
+  if net == "deblur":
+    tail = 0.05 * jax.random.normal(jax.random.key(4), params["HWIO"]["tail"]["kernel"].shape)
+    params["HWIO"]["tail"]["kernel"] = tail
+    params["OHWI"]["tail"]["kernel"] = jnp.transpose(tail, (3, 0, 1, 2))
+  x = jax.random.uniform(jax.random.key(2), (1, 32, 48, 6))
+  outputs = [networks.build(net, config[layout]).apply({"params": params[layout]}, x) for layout in config]
+  np.testing.assert_allclose(np.asarray(outputs[0]), np.asarray(outputs[1]), atol=1e-6)
+
+
+def test_weights_saved_before_the_kernel_layout_field_load_as_hwio(tmp_path):
+  config = networks.model_config(width=8, branch_capacities=(1, 4), kernel_layout="HWIO")
+  params = jax.device_get(networks.init_params("coc", config, jax.random.key(0)))
+  legacy = config.copy_and_resolve_references()
+  del legacy["kernel_layout"]
+  checkpoints.save_weights(tmp_path / "w", params, "coc", legacy)
+  loaded, _, loaded_config = checkpoints.load_weights(tmp_path / "w")
+  assert loaded_config.kernel_layout == "HWIO"
+  for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(params)):
+    np.testing.assert_array_equal(a, b)
+  # Asked for another layout, every kernel comes transposed and the config says so.
+  moved, _, moved_config = checkpoints.load_weights(tmp_path / "w", kernel_layout="OHWI")
+  assert moved_config.kernel_layout == "OHWI"
+  for a, b in zip(jax.tree_util.tree_leaves(moved), jax.tree_util.tree_leaves(params)):
+    np.testing.assert_array_equal(a, np.transpose(b, (3, 0, 1, 2)) if b.ndim == 4 else b)
+  networks.build("coc", moved_config).apply({"params": moved}, jnp.zeros((1, 16, 16, 6)))

@@ -33,33 +33,6 @@ def test_two_device_mesh_matches_one_device(mode):
                    step_runner.run(mode, parallel.make_mesh(jax.devices()[:2])))
 
 
-@pytest.mark.parametrize("mode", ["coc", steps.HARD_MASKS])
-def test_state_in_layouts_xla_picks_trains_as_the_default_layouts(mode):
-  """model.auto_layouts: the compiled step is fed its own state back; two devices as on one."""
-  _assert_same_run(step_runner.run(mode, parallel.make_mesh(jax.devices()[:1])),
-                   step_runner.run(mode, parallel.make_mesh(jax.devices()[:2]), auto_layouts=True))
-
-
-def test_laid_out_step_moves_a_state_it_did_not_return_into_its_layouts():
-  mesh = parallel.make_mesh(jax.devices()[:1])
-  config, optimizer = step_runner.CONFIG, optax.adam(1e-3)
-  common = dict(model=networks.build("deblur", config), coc_model=None, optimizer=optimizer,
-                mask_mode=steps.NO_MASKS, anneal_steps=1)
-  laid_out = steps.jit_train_step(steps.deblur_train_step, mesh, auto_layouts=True, **common)
-  plain = steps.jit_train_step(steps.deblur_train_step, mesh, **common)
-  assert isinstance(laid_out, steps.LaidOutStep)
-  fresh = lambda seed: parallel.put_replicated(
-      steps.create_state(networks.init_params("deblur", config, jax.random.key(seed)), optimizer), mesh)
-  batch = parallel.put_batch(step_runner.global_batch(0), mesh)
-  laid_out(fresh(0), batch)
-  # A state from elsewhere (a restart, another stage's step): placed, then stepped as usual.
-  new, metrics = laid_out(fresh(1), batch)
-  want, want_metrics = plain(fresh(1), batch)
-  np.testing.assert_allclose(float(metrics["loss"]), float(want_metrics["loss"]), rtol=1e-6)
-  for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(new)), jax.tree_util.tree_leaves(jax.device_get(want))):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-
-
 def test_two_processes_through_jax_distributed_match_one_device(tmp_path):
   mode, coordinator, out = steps.ANNEALED_MASKS, launch.local_coordinator(), tmp_path / "result.npz"
   script = pathlib.Path(step_runner.__file__)
@@ -95,7 +68,7 @@ def test_nonfinite_step_is_skipped_when_asked():
   bad["sharp"][0, 0, 0, 0] = np.nan
   new, metrics = fn(state, parallel.put_batch(bad, mesh))
   assert float(metrics["nonfinite"]) == 1.0 and int(new.step) == 1
-  for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(new.params)), jax.tree_util.tree_leaves(params)):
+  for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(new.params).tree()), jax.tree_util.tree_leaves(params)):
     np.testing.assert_array_equal(a, b)
 
 

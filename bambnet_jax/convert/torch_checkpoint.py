@@ -18,6 +18,7 @@ import re
 import numpy as np
 
 from bambnet_jax import checkpoints
+from bambnet_jax.models import blocks
 from bambnet_jax.models import branches
 from bambnet_jax.models import wiring
 from bambnet_jax.models import networks
@@ -108,7 +109,10 @@ def state_dict_to_params(state_dict, net, config, source="<state_dict>"):
         f"{source}: keys do not match the architecture (width {config.width}, capacities "
         f"{tuple(config.branch_capacities)}): missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
         f"unexpected {extra[:5]}{' ...' if len(extra) > 5 else ''}")
-  shapes = networks.param_shapes(net, config)
+  # Built in Flax's HWIO (the released OIHW transposed), then moved to the config's layout.
+  hwio = config.copy_and_resolve_references()
+  hwio.kernel_layout = "HWIO"
+  shapes = networks.param_shapes(net, hwio)
   params = {}
   for path, prefix in plan.items():
     want = shapes
@@ -128,7 +132,7 @@ def state_dict_to_params(state_dict, net, config, source="<state_dict>"):
   views = head["kernel"].shape[2] // 3
   head["kernel"] = head["kernel"][:, :, np.concatenate([_BGR_TO_RGB + 3 * v for v in range(views)])]
   tail["kernel"], tail["bias"] = tail["kernel"][..., _BGR_TO_RGB], tail["bias"][_BGR_TO_RGB]
-  return params
+  return blocks.to_kernel_layout(params, "HWIO", networks.kernel_layout(config))
 
 
 def convert_file(checkpoint_path, output_dir, net):

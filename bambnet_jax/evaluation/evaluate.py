@@ -233,7 +233,8 @@ def evaluate_checkpoint(config, workdir=None, weights=None, output_dir=None, met
     workdir = pathlib.Path(workdir)
     deblur_params, _, model_config = weights_io.load_weights(workdir / "deblur" / "weights", expected_net="deblur")
     if (workdir / "coc" / "weights").is_dir():
-      coc_params = weights_io.load_weights(workdir / "coc" / "weights", expected_net="coc")[0]
+      coc_params = weights_io.load_weights(workdir / "coc" / "weights", expected_net="coc",  # read by model_config
+                                           kernel_layout=networks.kernel_layout(model_config))[0]
     output_dir = output_dir or workdir / "evaluation"
   mesh = parallel.make_mesh()
   batches = test_batches(config, mesh)

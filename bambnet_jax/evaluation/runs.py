@@ -17,6 +17,7 @@ from bambnet_jax import config_loader
 from bambnet_jax.data import pipeline
 from bambnet_jax.evaluation import evaluate
 from bambnet_jax.evaluation import suite as suite_lib
+from bambnet_jax.models import networks
 
 DEFAULT_CONFIG = "configs/smoke.py"
 # The metrics of the paper's tables (LPIPS with SqueezeNet, as BaMBNet's code computes it).
@@ -62,7 +63,10 @@ class Run:
     self.deblur_params, _, self.model_config = weights_io.load_weights(
         self.workdir / "deblur" / "weights", expected_net="deblur")
     coc_dir = self.workdir / "coc" / "weights"
-    self.coc_params = weights_io.load_weights(coc_dir, expected_net="coc")[0] if coc_dir.is_dir() else None
+    self.coc_params = None
+    if coc_dir.is_dir():  # read by the deblurring net's model config
+      self.coc_params = weights_io.load_weights(coc_dir, expected_net="coc",
+                                                kernel_layout=networks.kernel_layout(self.model_config))[0]
     progress = json.loads((self.workdir / "progress.json").read_text())["finished"]
     self.thresholds = progress.get("search", {}).get("thresholds")
     rounds = self.workdir / "search" / "rounds.json"

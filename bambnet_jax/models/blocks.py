@@ -1,7 +1,9 @@
 """Building blocks of BaMBNet's U-Net-like branches (paper section III-C, after RCAN).
 
 Every convolution has a bias and zero "same" padding, as in the released model. Parameters are
-float32; `dtype` is the compute dtype (float32 or bfloat16).
+float32; `dtype` is the compute dtype (float32 or bfloat16). `kernel_layout` is how kernels are
+stored: "HWIO" (Flax's convention) or "OHWI" (cuDNN's, so a training step need not transpose
+every kernel into and out of it; `model.kernel_layout`). Both initialise to the same values.
 """
 
 import functools
@@ -15,8 +17,51 @@ import jax.numpy as jnp
 # model trains from. Flax's default (LeCun normal) is sqrt(3) larger; through the deep residual
 # branches that saturates the sigmoid and the COC clamp at initialisation, and training stalls.
 TORCH_DEFAULT_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-Conv1x1 = functools.partial(nn.Conv, kernel_size=(1, 1), padding="SAME", param_dtype=jnp.float32,
-                            kernel_init=TORCH_DEFAULT_INIT)
+KERNEL_LAYOUTS = ("HWIO", "OHWI")
+_HWIO_TO_OHWI = (3, 0, 1, 2)
+_OHWI_TO_HWIO = (1, 2, 3, 0)
+
+
+def kernel_param(module, kernel_init, hwio_shape, kernel_layout):
+  """A float32 conv kernel parameter of `hwio_shape`, stored in `kernel_layout`.
+
+  OHWI kernels are HWIO ones initialised alike and transposed: the layouts hold the same values.
+  """
+  if kernel_layout not in KERNEL_LAYOUTS:
+    raise ValueError(f"kernel_layout={kernel_layout!r}; expected one of {KERNEL_LAYOUTS}")
+  if kernel_layout == "HWIO":
+    return module.param("kernel", kernel_init, hwio_shape, jnp.float32)
+  init = lambda rng: jnp.transpose(kernel_init(rng, hwio_shape, jnp.float32), _HWIO_TO_OHWI)
+  return module.param("kernel", init)
+
+
+def to_kernel_layout(params, source, target):
+  """A parameter tree with every kernel (each 4-D leaf) moved from layout `source` to `target`."""
+  for layout in (source, target):
+    if layout not in KERNEL_LAYOUTS:
+      raise ValueError(f"kernel layout {layout!r}; expected one of {KERNEL_LAYOUTS}")
+  if source == target:
+    return params
+  axes = _HWIO_TO_OHWI if target == "OHWI" else _OHWI_TO_HWIO
+  return jax.tree_util.tree_map(lambda x: x.transpose(axes) if x.ndim == 4 else x, params)
+
+
+def conv(x, kernel, kernel_layout):
+  """Stride-1 zero-"same"-padded convolution of NHWC `x` with a kernel in `kernel_layout`."""
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", kernel_layout, "NHWC"))
+
+
+class Conv1x1(nn.Module):
+  """1x1 convolution with bias; the parameters of flax's nn.Conv in the HWIO layout."""
+  features: int
+  dtype: Any = jnp.float32
+  kernel_layout: str = "HWIO"
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = kernel_param(self, TORCH_DEFAULT_INIT, (1, 1, x.shape[-1], self.features), self.kernel_layout)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    return conv(x.astype(self.dtype), kernel.astype(self.dtype), self.kernel_layout) + bias.astype(self.dtype)
 
 
 def conv3x3_as_matmul(x, kernel):
@@ -44,16 +89,17 @@ class Conv3x3(nn.Module):
   dtype: Any = jnp.float32
   kernel_init: Any = TORCH_DEFAULT_INIT
   matmul_below: int = 0
+  kernel_layout: str = "HWIO"
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param("kernel", self.kernel_init, (3, 3, x.shape[-1], self.features), jnp.float32)
+    kernel = kernel_param(self, self.kernel_init, (3, 3, x.shape[-1], self.features), self.kernel_layout)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
     if x.shape[1] * x.shape[2] < self.matmul_below:
-      y = conv3x3_as_matmul(x, kernel)
+      y = conv3x3_as_matmul(x, to_kernel_layout(kernel, self.kernel_layout, "HWIO"))
     else:
-      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = conv(x, kernel, self.kernel_layout)
     return y + bias
 
 
@@ -92,12 +138,14 @@ class PooledPointwise(nn.Module):
   elementwise work XLA fuses them with the pooling and the sigmoid around them.
   """
   features: int
+  kernel_layout: str = "HWIO"
 
   @nn.compact
   def __call__(self, pooled):
-    kernel = self.param("kernel", TORCH_DEFAULT_INIT, (1, 1, pooled.shape[-1], self.features), jnp.float32)
+    kernel = kernel_param(self, TORCH_DEFAULT_INIT, (1, 1, pooled.shape[-1], self.features), self.kernel_layout)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    return jnp.sum(pooled[:, :, None] * kernel[0, 0], axis=1) + bias
+    matrix = to_kernel_layout(kernel, self.kernel_layout, "HWIO")[0, 0]  # (in, out)
+    return jnp.sum(pooled[:, :, None] * matrix, axis=1) + bias
 
 
 class ChannelAttention(nn.Module):
@@ -106,14 +154,16 @@ class ChannelAttention(nn.Module):
   Computed in float32 whatever the block's compute dtype (see below); the scale is applied in x's.
   """
   reduction: int = 16
+  kernel_layout: str = "HWIO"
 
   @nn.compact
   def __call__(self, x):
     width = x.shape[-1]
     # The pooled statistics are tiny: float32 costs nothing and keeps bfloat16 runs stable.
     pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-    y = nn.relu(PooledPointwise(attention_channels(width, self.reduction), name="squeeze")(pooled))
-    y = PooledPointwise(width, name="excite")(y)
+    pointwise = functools.partial(PooledPointwise, kernel_layout=self.kernel_layout)
+    y = nn.relu(pointwise(attention_channels(width, self.reduction), name="squeeze")(pooled))
+    y = pointwise(width, name="excite")(y)
     return x * nn.sigmoid(y).astype(x.dtype)[:, None, None, :]
 
 
@@ -122,15 +172,17 @@ class RCAB(nn.Module):
   reduction: int = 16
   dtype: Any = jnp.float32
   matmul_below: int = 0  # see Conv3x3
+  kernel_layout: str = "HWIO"
 
   @nn.compact
   def __call__(self, x):
     width = x.shape[-1]
-    conv = functools.partial(Conv3x3, width, dtype=self.dtype, matmul_below=self.matmul_below)
-    y = conv(name="conv_0")(x)
+    conv3x3 = functools.partial(Conv3x3, width, dtype=self.dtype, matmul_below=self.matmul_below,
+                                kernel_layout=self.kernel_layout)
+    y = conv3x3(name="conv_0")(x)
     y = nn.relu(y)
-    y = conv(name="conv_1")(y)
-    y = ChannelAttention(self.reduction, name="attention")(y)
+    y = conv3x3(name="conv_1")(y)
+    y = ChannelAttention(self.reduction, self.kernel_layout, name="attention")(y)
     return x + y
 
 
@@ -140,11 +192,13 @@ class ResidualGroup(nn.Module):
   reduction: int = 16
   dtype: Any = jnp.float32
   matmul_below: int = 0  # see Conv3x3
+  kernel_layout: str = "HWIO"
 
   @nn.compact
   def __call__(self, x):
     y = x
+    common = dict(dtype=self.dtype, matmul_below=self.matmul_below, kernel_layout=self.kernel_layout)
     for j in range(self.num_blocks):
-      y = RCAB(self.reduction, dtype=self.dtype, matmul_below=self.matmul_below, name=f"rcab_{j}")(y)
-    y = Conv3x3(x.shape[-1], dtype=self.dtype, matmul_below=self.matmul_below, name="conv_out")(y)
+      y = RCAB(self.reduction, **common, name=f"rcab_{j}")(y)
+    y = Conv3x3(x.shape[-1], **common, name="conv_out")(y)
     return x + y

@@ -29,10 +29,11 @@ _tail = functools.partial(blocks.Conv3x3, 3, kernel_init=nn.initializers.zeros, 
 
 
 CONV_FUSION_MODES = ("auto", "on", "off")
+CONV_FUSION_OPTION = "xla_gpu_experimental_enable_conv_fusion"
 
 
 def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", matmul_conv_below=0,
-                 fuse_branches=False, conv_fusion="auto", auto_layouts=False):
+                 fuse_branches=False, conv_fusion="off", kernel_layout="OHWI"):
   """The network fields of a config; the defaults are the paper's model (4,497,731 parameters)."""
   config = ml_collections.ConfigDict()
   config.width = width  # feature channels everywhere in the body
@@ -49,35 +50,33 @@ def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", mat
   # How XLA compiles the training steps' convolutions (`compiler_options`): "on" = as cuDNN fusions
   # with their elementwise neighbours, "off" = plain cuDNN calls, "auto" = on for bfloat16 only.
   config.conv_fusion = conv_fusion
-  # True: training steps keep their state (parameters, optimizer moments) in the memory layouts
-  # XLA picks for them, e.g. conv kernels as cuDNN reads them (steps.jit_train_step): 390 fewer
-  # kernels per deblurring step, but the host then takes 3-16 ms longer to launch each step.
-  config.auto_layouts = auto_layouts
+  # How conv kernels are stored (blocks.KERNEL_LAYOUTS): "OHWI" as cuDNN reads them, so a training
+  # step updates them in place instead of transposing each into and out of cuDNN's layout; "HWIO"
+  # (Flax's convention) in weights written before this field existed. Same function either way.
+  config.kernel_layout = kernel_layout
   return config
+
+
+def kernel_layout(config):
+  """The kernel layout of a model config's parameters; HWIO for configs older than the field."""
+  return config.get("kernel_layout", "HWIO")
 
 
 def compiler_options(config):
   """XLA options for jitting a train step of the net that a model config describes.
 
-  With conv fusion (XLA's experimental `ConvFusionRewriter`) each convolution becomes a cuDNN
-  graph with its bias, activation and gradient epilogues, and XLA records those graphs into CUDA
-  graphs with the rest of the step: on an H200 the bfloat16 deblurring step's host dispatch fell
-  from 22.7 to 8.1 ms and a pipelined step from 22.3 to 19.4 ms, while float32 did not gain
-  (H200: 36.7 -> 39.6 ms; H100 with the body's gradient fences: 41.5 -> 42.9 ms), hence "auto" =
-  bfloat16 only (experiments/PERF.md). The function is the same up to rounding. Ignored off GPU.
+  With conv fusion (XLA's experimental `ConvFusionRewriter`, `model.conv_fusion="on"`) each
+  convolution becomes a cuDNN graph with its bias, activation and gradient epilogues, recorded
+  into CUDA graphs with the rest of the step. It cut the bfloat16 step's host launch while the
+  train state was ~1,350 arrays (session 4); with the flat state it no longer pays (H100, bf16
+  step at batch 2: 18.89 ms pipelined with it, 18.86 without), and one process driving two GPUs
+  crashes with it (experiments/PERF.md, session 6). So "auto" (the default of configs written
+  before session 6) now means off too. The function is the same up to rounding. Ignored off GPU.
   """
-  mode = config.get("conv_fusion", "auto")
+  mode = config.get("conv_fusion", "off")
   if mode not in CONV_FUSION_MODES:
     raise ValueError(f"model.conv_fusion={mode!r}; expected one of {CONV_FUSION_MODES}")
-  if mode == "on" or (mode == "auto" and jnp.dtype(config.dtype) == jnp.bfloat16):
-    return {"xla_gpu_experimental_enable_conv_fusion": True}
-  return {}
-
-
-def step_compilation(config):
-  """How to jit a train step of the net a model config describes: `steps.jit_train_step`'s
-  `compiler_options` and `auto_layouts` (configs written before the latter existed get False)."""
-  return {"compiler_options": compiler_options(config), "auto_layouts": bool(config.get("auto_layouts", False))}
+  return {CONV_FUSION_OPTION: True} if mode == "on" else {}
 
 
 class DeblurNet(nn.Module):
@@ -88,6 +87,7 @@ class DeblurNet(nn.Module):
   dtype: Any = jnp.float32
   matmul_conv_below: int = 0
   fuse_branches: bool = False
+  kernel_layout: str = "HWIO"  # see blocks
 
   @nn.compact
   def __call__(self, dp_views, gates=None, each_branch_alone=False):
@@ -101,8 +101,8 @@ class DeblurNet(nn.Module):
       raise ValueError(f"gates have {gates.shape[-1]} channels, the net has {len(self.branch_capacities)} branches")
     (dp_views, gates), crop = padding.pad_to_multiple((dp_views, gates), 16)
     body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.dtype,
-                                    self.matmul_conv_below, self.fuse_branches, name="body")
-    tail = _tail(dtype=self.dtype)
+                                    self.matmul_conv_below, self.fuse_branches, self.kernel_layout, name="body")
+    tail = _tail(dtype=self.dtype, kernel_layout=self.kernel_layout)
     restore = lambda z: crop(nn.sigmoid(tail(z).astype(jnp.float32)))
     if each_branch_alone:
       features, outputs = body(dp_views.astype(self.dtype), separate=True)
@@ -119,15 +119,16 @@ class COCNet(nn.Module):
   dtype: Any = jnp.float32
   matmul_conv_below: int = 0
   fuse_branches: bool = False
+  kernel_layout: str = "HWIO"  # see blocks
 
   @nn.compact
   def __call__(self, dp_views):
     """dp_views: (N, H, W, 6). Returns the signed COC radius per colour channel (N, H, W, 3), px."""
     (dp_views,), crop = padding.pad_to_multiple((dp_views,), 16)
     body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.dtype,
-                                    self.matmul_conv_below, self.fuse_branches, name="body")
+                                    self.matmul_conv_below, self.fuse_branches, self.kernel_layout, name="body")
     z = body(dp_views.astype(self.dtype))
-    out = _tail(dtype=self.dtype)(z)
+    out = _tail(dtype=self.dtype, kernel_layout=self.kernel_layout)(z)
     return crop(jnp.clip(out.astype(jnp.float32), -self.clamp, self.clamp))
 
 
@@ -136,7 +137,7 @@ def build(net, config):
   common = dict(width=config.width, branch_capacities=tuple(config.branch_capacities),
                 reduction=config.attention_reduction, dtype=jnp.dtype(config.dtype),
                 matmul_conv_below=config.get("matmul_conv_below", 0),
-                fuse_branches=config.get("fuse_branches", False))
+                fuse_branches=config.get("fuse_branches", False), kernel_layout=kernel_layout(config))
   if net == "deblur":
     return DeblurNet(**common)
   if net == "coc":

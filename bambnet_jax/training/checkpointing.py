@@ -17,6 +17,13 @@ import orbax.checkpoint as ocp
 from bambnet_jax.io import files
 
 STAGES = ("coc", "search", "deblur", "eval")
+# How the train state is laid out in a checkpoint. 2: parameters and Adam moments as single
+# vectors (training/flat_params.py); checkpoints without the tag hold them as trees (format 1).
+STATE_FORMAT = 2
+
+
+class CheckpointError(ValueError):
+  """A checkpoint this version cannot resume: the message names the directory and the problem."""
 
 
 class StageCheckpoints:
@@ -26,6 +33,7 @@ class StageCheckpoints:
     directory = os.path.abspath(os.path.join(workdir, stage, "checkpoints"))
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(directory, options=options, item_names=("state", "extra"))
+    self.directory = directory
 
   def latest_step(self):
     return self._manager.latest_step()
@@ -34,6 +42,7 @@ class StageCheckpoints:
     """Saves the state and JSON-able `extra` at `step` (replacing an existing one at that step)."""
     if step in self._manager.all_steps():
       self._manager.delete(step)
+    extra = dict(extra, state_format=STATE_FORMAT)
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                      extra=ocp.args.JsonSave(extra)))
     self._manager.wait_until_finished()
@@ -41,6 +50,13 @@ class StageCheckpoints:
   def restore(self, target_state, step=None):
     """Restores (state, extra) of `step` (default: latest) into the structure of `target_state`."""
     step = self.latest_step() if step is None else step
+    extra = self._manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))["extra"]
+    found = extra.get("state_format", 1)
+    if found != STATE_FORMAT:
+      raise CheckpointError(
+          f"{self.directory}/{step}: train state in format {found}, this version reads format {STATE_FORMAT} "
+          "(parameters as one vector since format 2); resume it with the version that wrote it, or "
+          "delete the stage's checkpoints directory to restart the stage")
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target_state)
     restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                    extra=ocp.args.JsonRestore()))

@@ -90,7 +90,8 @@ def train_coc(ctx):
   ckpts = checkpointing.StageCheckpoints(ctx.workdir, "coc")
   state, _ = _restore_or_start(ckpts, state, batches)
   state = parallel.put_replicated(state, ctx.mesh)
-  step_fn = steps.jit_train_step(steps.coc_train_step, ctx.mesh, **networks.step_compilation(model_config),
+  step_fn = steps.jit_train_step(steps.coc_train_step, ctx.mesh,
+                                 compiler_options=networks.compiler_options(model_config),
                                  model=model, optimizer=optimizer,
                                  tv_start=cfg.tv_start, tv_weight=cfg.tv_weight, loss_border=cfg.loss_border,
                                  skip_nonfinite=ctx.config.skip_nonfinite)
@@ -106,8 +107,9 @@ def _train_and_export(ctx, stage, state, choose_step, batches, ckpts, num_steps)
   finally:
     logger.close()
     ckpts.close()
-  _export_weights(ctx, stage, state.params, stage)
-  return state.params
+  params = jax.device_get(state.params).tree()
+  _export_weights(ctx, stage, params, stage)
+  return params
 
 
 def _deblur_models(ctx):
@@ -143,7 +145,8 @@ def search_thresholds(ctx, coc_params):
   state, extra = _restore_or_start(ckpts, state, batches)
   history = extra.get("history", [])
   state = parallel.put_replicated(state, ctx.mesh)
-  train_fn = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, **networks.step_compilation(ctx.config.model),
+  train_fn = steps.jit_train_step(steps.deblur_train_step, ctx.mesh,
+                                  compiler_options=networks.compiler_options(ctx.config.model),
                                   model=model, coc_model=coc_model,
                                   optimizer=optimizer, mask_mode=steps.HARD_MASKS, anneal_steps=1,
                                   skip_nonfinite=ctx.config.skip_nonfinite)
@@ -174,7 +177,7 @@ def search_thresholds(ctx, coc_params):
   finally:
     logger.close()
     ckpts.close()
-  return history[-1]["thresholds"], history, state.params
+  return history[-1]["thresholds"], history, jax.device_get(state.params).tree()
 
 
 def train_deblur(ctx, coc_params, thresholds, init_params=None):
@@ -193,7 +196,7 @@ def train_deblur(ctx, coc_params, thresholds, init_params=None):
   state = parallel.put_replicated(state, ctx.mesh)
   common = dict(model=model, coc_model=coc_model, optimizer=optimizer, anneal_steps=cfg.anneal_steps,
                 skip_nonfinite=ctx.config.skip_nonfinite,
-                **networks.step_compilation(ctx.config.model))
+                compiler_options=networks.compiler_options(ctx.config.model))
   annealed = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, mask_mode=steps.ANNEALED_MASKS, **common)
   unmasked = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, mask_mode=steps.NO_MASKS, **common)
   # After the annealing, nothing computes COC maps any more.
@@ -211,6 +214,6 @@ def latest_search_params(ctx, coc_params):
     target = steps.create_state(params, optax.adam(ctx.config.search.learning_rate),
                                 _guidance(coc_params, np.zeros(len(ctx.config.model.branch_capacities) + 1)))
     state, _ = ckpts.restore(target)
-    return state.params
+    return state.params.tree()
   finally:
     ckpts.close()

@@ -13,10 +13,11 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
-from jax.experimental.layout import Format, Layout
 
 from bambnet_jax.losses import reblur
 from bambnet_jax.models import masks
+from bambnet_jax.models import networks
+from bambnet_jax.training import flat_params
 from bambnet_jax.training import parallel
 from bambnet_jax.training import thresholds as threshold_search
 
@@ -29,12 +30,17 @@ NO_MASKS = "none"  # g_i = 1: stage 3 after annealing, the ablation, inference
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
-  params: Any
-  opt_state: Any
-  guidance: Any = None  # {"coc_params", "thresholds"} for the deblurring net; None for the COC net
+  params: flat_params.FlatParams  # the trained net's parameters; `.tree()` gives the tree
+  opt_state: Any  # over the FlatParams: Adam's moments are single vectors too
+  guidance: Any = None  # {"coc_params" (FlatParams), "thresholds"} for the deblurring net; None for the COC net
 
 
 def create_state(params, optimizer, guidance=None):
+  """A step-0 state for a parameter tree; the parameters (and the guidance's COC parameters) are
+  kept flat (flat_params.py: one vector each, so a step handles a few arrays, not ~1,350)."""
+  params = flat_params.flatten(params)
+  if guidance is not None and guidance["coc_params"] is not None:  # None: the ablation without masks
+    guidance = dict(guidance, coc_params=flat_params.flatten(guidance["coc_params"]))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
                     guidance=guidance)
 
@@ -76,7 +82,7 @@ def coc_train_step(state, batch, *, model, optimizer, tv_start, tv_weight, loss_
   weight = reblur.tv_weight_at(state.step, start=tv_start, weight=tv_weight)
 
   def loss_fn(params):
-    coc = model.apply({"params": params}, dp_views(batch))
+    coc = model.apply({"params": params.tree()}, dp_views(batch))
     return reblur.reblur_loss_from_responses(responses, coc, tv_weight=weight, border=loss_border)
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -87,7 +93,8 @@ def branch_gates(guidance, views, mask_mode, anneal_step, anneal_steps, coc_mode
   """The gates of each branch for a batch; computes the COC map only when the masks need it."""
   if mask_mode == NO_MASKS:
     return None
-  coc = jax.lax.stop_gradient(coc_model.apply({"params": guidance["coc_params"]}, views))
+  coc_params = guidance["coc_params"].tree()
+  coc = jax.lax.stop_gradient(coc_model.apply({"params": coc_params}, views))
   mask = masks.defocus_masks(coc, guidance["thresholds"][:-1])
   weight = 1.0 if mask_mode == HARD_MASKS else masks.annealing_weight(anneal_step, anneal_steps)
   return masks.branch_gates(mask, weight)
@@ -100,7 +107,7 @@ def deblur_train_step(state, batch, *, model, coc_model, optimizer, mask_mode, a
   gates = branch_gates(state.guidance, views, mask_mode, state.step - anneal_offset, anneal_steps, coc_model)
 
   def loss_fn(params):
-    restored = model.apply({"params": params}, views, gates)
+    restored = model.apply({"params": params.tree()}, views, gates)
     return jnp.mean(jnp.abs(restored - batch["sharp"]))
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -110,63 +117,24 @@ def deblur_train_step(state, batch, *, model, coc_model, optimizer, mask_mode, a
 def branch_error_step(params, guidance, batch, *, model, coc_model, num_bins, bin_width):
   """Threshold search: per-(branch, COC bin) summed L1 error of each branch alone on one batch."""
   views = dp_views(batch)
-  coc = coc_model.apply({"params": guidance["coc_params"]}, views)
+  coc = coc_model.apply({"params": guidance["coc_params"].tree()}, views)
   blur = jnp.max(jnp.abs(coc), axis=-1)
-  alone = model.apply({"params": params}, views, each_branch_alone=True)
+  alone = model.apply({"params": params.tree()}, views, each_branch_alone=True)
   return threshold_search.per_bin_branch_errors(alone, batch["sharp"], blur, num_bins, bin_width,
                                                 batch.get("mask"))
 
 
-def jit_train_step(step_fn, mesh, compiler_options=None, auto_layouts=False, **static):
+def jit_train_step(step_fn, mesh, compiler_options=None, **static):
   """Jits a train step over the mesh: state replicated and donated, batch sharded on `data`.
 
   compiler_options: XLA options for this step (`networks.compiler_options` of its model config).
-  auto_layouts: XLA picks the memory layouts of the state (`Layout.AUTO`), so conv kernels and
-  their optimizer moments are stored as cuDNN reads them, not transposed on every step (390
-  fewer kernels per deblurring step, but each call takes the host longer to launch;
-  experiments/PERF.md). Returns a `LaidOutStep` then.
   """
-  state_sharding = parallel.replicated(mesh)
-  if auto_layouts:
-    state_sharding = Format(Layout.AUTO, state_sharding)
-  jitted = jax.jit(functools.partial(step_fn, **static),
-                   in_shardings=(state_sharding, parallel.batch_sharded(mesh)),
-                   out_shardings=(state_sharding, parallel.replicated(mesh)),
-                   donate_argnums=(0,), compiler_options=compiler_options)
-  return LaidOutStep(jitted) if auto_layouts else jitted
-
-
-def compile_with_state_layouts(jitted, state, batch):
-  """Compiles a step jitted with `auto_layouts` for this state and batch's shapes.
-
-  Returns (compiled step, the state placed in the layouts it chose); the step returns its state
-  in the same layouts, so it can be fed back step after step.
-  """
-  abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-  compiled = jitted.lower(abstract, batch).compile()
-  return compiled, jax.device_put(state, compiled.input_formats[0][0])
-
-
-class LaidOutStep:
-  """A train step whose state lives in the memory layouts XLA chose for it.
-
-  Compiled at the first call, for that call's shapes (batches have fixed shapes). A state that
-  is not the one this step returned last (a fresh or restored state, one from another step
-  function, one with new thresholds) is first moved into those layouts; the state it returned
-  goes straight back in, so a loop of steps pays nothing. Evaluations can read the state as it
-  is: jit compiles them for the layouts of their arguments.
-  """
-
-  def __init__(self, jitted):
-    self.jitted = jitted
-    self._compiled = None
-    self._returned = None
-
-  def __call__(self, state, batch):
-    if self._compiled is None:
-      self._compiled, state = compile_with_state_layouts(self.jitted, state, batch)
-    elif state is not self._returned:
-      state = jax.device_put(state, self._compiled.input_formats[0][0])
-    state, metrics = self._compiled(state, batch)
-    self._returned = state
-    return state, metrics
+  gpus = [d for d in mesh.local_devices if d.platform == "gpu"]  # off GPU the option is ignored
+  if (compiler_options or {}).get(networks.CONV_FUSION_OPTION) and len(gpus) > 1:
+    raise ValueError(f"model.conv_fusion=on with {len(gpus)} GPUs in one process: XLA's conv "
+                     "fusion crashes there (experiments/PERF.md); train with one process per GPU "
+                     "(--local-processes) or model.conv_fusion=off")
+  return jax.jit(functools.partial(step_fn, **static),
+                 in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+                 out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
+                 donate_argnums=(0,), compiler_options=compiler_options)

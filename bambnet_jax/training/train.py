@@ -14,6 +14,7 @@ import jax
 from bambnet_jax import checkpoints as weights_io
 from bambnet_jax.evaluation import evaluate
 from bambnet_jax.io import files
+from bambnet_jax.models import networks
 from bambnet_jax.training import checkpointing
 from bambnet_jax.training import data_sources
 from bambnet_jax.training import parallel
@@ -22,7 +23,8 @@ from bambnet_jax.training import stages
 
 
 def _weights(ctx, stage, net):
-  return weights_io.load_weights(ctx.workdir / stage / "weights", expected_net=net)[0]
+  return weights_io.load_weights(ctx.workdir / stage / "weights", expected_net=net,
+                                 kernel_layout=networks.kernel_layout(ctx.config.model))[0]
 
 
 def train_and_evaluate(config, workdir, stop_after=None):
