@@ -5,8 +5,8 @@ moments) ~1,350. The host then spends most of a step's launch handling arrays on
 the GPU runs one tiny Adam kernel per array. As one vector, Adam is one kernel, the gradient
 norm one reduction and the data-parallel gradient sum one all-reduce: on an H100, together with
 kernels stored OHWI, the bfloat16 deblurring step went from 21.7 to 18.9 ms pipelined and its
-launch from 7.5 to 1.4 ms (experiments/PERF.md, session 6). The model still sees the tree: `tree()` slices the vector
-(inside jit, XLA folds the slices into the ops that read them).
+launch from 7.5 to 1.4 ms (experiments/PERF.md, session 6). The model still sees the tree:
+`tree()` splits the vector (inside jit, XLA folds the pieces into the ops that read them).
 """
 
 import dataclasses
@@ -77,4 +77,3 @@ class FlatParams:
 def flatten(params):
   """`params` as FlatParams (unchanged if they already are)."""
   return params if isinstance(params, FlatParams) else FlatParams.from_tree(params)
-
