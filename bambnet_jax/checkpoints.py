@@ -63,7 +63,7 @@ def load_weights(directory, expected_net=None, kernel_layout=None):
     config = networks.model_config(meta["model"]["width"], meta["model"]["branch_capacities"])
     config.update(meta["model"] | {"branch_capacities": tuple(meta["model"]["branch_capacities"])})
     # Weights written before kernels could be stored OHWI hold them HWIO.
-    config.kernel_layout = meta["model"].get("kernel_layout", "HWIO")
+    config.kernel_layout = networks.kernel_layout(meta["model"])
     target = networks.param_shapes(net, config)
     params = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))["params"]
   if kernel_layout is not None:

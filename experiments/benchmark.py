@@ -102,19 +102,19 @@ def train_case(kind, batch_size, size, dtype, width, mesh, matmul_conv_below=0, 
   config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below,
                                  fuse_branches=fuse_branches, conv_fusion=conv_fusion,
                                  kernel_layout=kernel_layout)
-  compilation = {"compiler_options": networks.compiler_options(config)}  # as training compiles its steps
+  options = networks.compiler_options(config)  # as training compiles its steps
   optimizer = optax.adam(1e-4)
   rng = np.random.default_rng(0)
   if kind == "coc":
     model = networks.build("coc", config)
     state = steps.create_state(networks.init_params("coc", config, jax.random.key(0)), optimizer)
-    fn = steps.jit_train_step(steps.coc_train_step, mesh, **compilation, model=model, optimizer=optimizer, tv_start=0,
+    fn = steps.jit_train_step(steps.coc_train_step, mesh, options, model=model, optimizer=optimizer, tv_start=0,
                               tv_weight=1e-5)
   else:
     model = networks.build("deblur", config)
     state = steps.create_state(networks.init_params("deblur", config, jax.random.key(0)), optimizer)
-    fn = steps.jit_train_step(steps.deblur_train_step, mesh, **compilation, model=model, coc_model=None,
-                              optimizer=optimizer, mask_mode=steps.NO_MASKS, anneal_steps=1)
+    fn = steps.jit_train_step(steps.deblur_train_step, mesh, options, model=model, coc_model=None, optimizer=optimizer,
+                              mask_mode=steps.NO_MASKS, anneal_steps=1)
   state = parallel.put_replicated(state, mesh)
   # The case's batch is per device: data parallelism scales it. Each process makes only its rows.
   local_rows = batch_size * len(mesh.local_devices)

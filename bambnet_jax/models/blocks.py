@@ -27,11 +27,7 @@ def kernel_param(module, kernel_init, hwio_shape, kernel_layout):
 
   OHWI kernels are HWIO ones initialised alike and transposed: the layouts hold the same values.
   """
-  if kernel_layout not in KERNEL_LAYOUTS:
-    raise ValueError(f"kernel_layout={kernel_layout!r}; expected one of {KERNEL_LAYOUTS}")
-  if kernel_layout == "HWIO":
-    return module.param("kernel", kernel_init, hwio_shape, jnp.float32)
-  init = lambda rng: jnp.transpose(kernel_init(rng, hwio_shape, jnp.float32), _HWIO_TO_OHWI)
+  init = lambda rng: to_kernel_layout(kernel_init(rng, hwio_shape, jnp.float32), "HWIO", kernel_layout)
   return module.param("kernel", init)
 
 

@@ -48,7 +48,7 @@ def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", mat
   # the same function and parameters, fewer kernel launches.
   config.fuse_branches = fuse_branches
   # How XLA compiles the training steps' convolutions (`compiler_options`): "on" = as cuDNN fusions
-  # with their elementwise neighbours, "off" = plain cuDNN calls, "auto" = on for bfloat16 only.
+  # with their elementwise neighbours, "off" = plain cuDNN calls, "auto" (older configs) = off.
   config.conv_fusion = conv_fusion
   # How conv kernels are stored (blocks.KERNEL_LAYOUTS): "OHWI" as cuDNN reads them, so a training
   # step updates them in place instead of transposing each into and out of cuDNN's layout; "HWIO"

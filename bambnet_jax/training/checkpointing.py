@@ -58,9 +58,8 @@ class StageCheckpoints:
           "(parameters as one vector since format 2); resume it with the version that wrote it, or "
           "delete the stage's checkpoints directory to restart the stage")
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target_state)
-    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                   extra=ocp.args.JsonRestore()))
-    return restored["state"], restored["extra"]
+    state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    return state, extra
 
   def close(self):
     self._manager.close()

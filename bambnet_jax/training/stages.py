@@ -177,7 +177,7 @@ def search_thresholds(ctx, coc_params):
   finally:
     logger.close()
     ckpts.close()
-  return history[-1]["thresholds"], history, jax.device_get(state.params).tree()
+  return history[-1]["thresholds"], history, state.params.tree()
 
 
 def train_deblur(ctx, coc_params, thresholds, init_params=None):
