@@ -101,6 +101,19 @@ def test_conv_fusion_with_several_gpus_in_one_process_is_refused():
   steps.jit_train_step(steps.coc_train_step, parallel.make_mesh(jax.devices()[:2]), {networks.CONV_FUSION_OPTION: True})
 
 
+def test_steps_on_cpu_compile_with_xla_older_fusion_emitters_and_gpu_steps_do_not():
+  """The CPU option that halves the flat state's compile time is set on CPU only, under the
+  model's own options, and this jaxlib accepts it: a function of a FlatParams compiled with it
+  computes what NumPy does."""
+  assert steps.step_options(None, "cpu") == steps.CPU_FLAT_STATE_OPTIONS
+  assert steps.step_options({networks.CONV_FUSION_OPTION: True}, "gpu") == {networks.CONV_FUSION_OPTION: True}
+  tree = _tree()
+  fn = jax.jit(lambda p: sum(jnp.sum(x * x) for x in jax.tree_util.tree_leaves(p.tree())),
+               compiler_options=steps.step_options(platform="cpu"))
+  expected = sum(np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree_util.tree_leaves(tree))
+  np.testing.assert_allclose(float(fn(flat_params.FlatParams.from_tree(tree))), expected, rtol=1e-5)
+
+
 def test_checkpoints_keep_the_flat_state_and_refuse_the_per_leaf_format(tmp_path):
   optimizer = optax.adam(1e-3)
   state = steps.create_state(_tree(0), optimizer)

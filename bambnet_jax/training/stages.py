@@ -152,7 +152,8 @@ def search_thresholds(ctx, coc_params):
                                   skip_nonfinite=ctx.config.skip_nonfinite)
   edges = threshold_search.bin_edges(cfg.max_coc, cfg.bin_width)
   error_fn = jax.jit(lambda p, g, b: steps.branch_error_step(p, g, b, model=model, coc_model=coc_model,
-                                                             num_bins=len(edges) - 1, bin_width=cfg.bin_width))
+                                                             num_bins=len(edges) - 1, bin_width=cfg.bin_width),
+                     compiler_options=steps.step_options())
   logger = logs.StageLogger(ctx.workdir, "search", cfg.max_rounds * cfg.steps_per_round, int(state.step))
   try:
     while len(history) < cfg.max_rounds and not (history and history[-1]["converged"]):

@@ -124,17 +124,33 @@ def branch_error_step(params, guidance, batch, *, model, coc_model, num_bins, bi
                                                 batch.get("mask"))
 
 
+# XLA options on CPU for every jitted function that reads a FlatParams. There the split of the
+# flat vector into ~450 parameters becomes ~450 kernels, and XLA's MLIR fusion emitters take ~7 ms
+# to compile each; its older emitters compile the width-8 deblurring step in 8.4 s instead of
+# 12.7 s, with the same loss and step time (experiments/PERF.md, session 7). Not set on GPU.
+CPU_FLAT_STATE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
+def step_options(compiler_options=None, platform=None):
+  """XLA options for a step on `platform` (default: JAX's default backend): a model's options
+  (`networks.compiler_options`), with CPU_FLAT_STATE_OPTIONS under them on CPU."""
+  base = CPU_FLAT_STATE_OPTIONS if (platform or jax.default_backend()) == "cpu" else {}
+  return {**base, **(compiler_options or {})}
+
+
 def jit_train_step(step_fn, mesh, compiler_options=None, **static):
   """Jits a train step over the mesh: state replicated and donated, batch sharded on `data`.
 
-  compiler_options: XLA options for this step (`networks.compiler_options` of its model config).
+  compiler_options: XLA options for this step (`networks.compiler_options` of its model config);
+  see `step_options`.
   """
   gpus = [d for d in mesh.local_devices if d.platform == "gpu"]  # off GPU the option is ignored
   if (compiler_options or {}).get(networks.CONV_FUSION_OPTION) and len(gpus) > 1:
     raise ValueError(f"model.conv_fusion=on with {len(gpus)} GPUs in one process: XLA's conv "
                      "fusion crashes there (experiments/PERF.md); train with one process per GPU "
                      "(--local-processes) or model.conv_fusion=off")
+  options = step_options(compiler_options, mesh.devices.flat[0].platform)
   return jax.jit(functools.partial(step_fn, **static),
                  in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                  out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
-                 donate_argnums=(0,), compiler_options=compiler_options)
+                 donate_argnums=(0,), compiler_options=options)
