@@ -23,22 +23,24 @@ def _flop(batch, size, channels):
   return 2.0 * batch * size * size * 9 * channels * channels
 
 
-def _median_us(call, sync, burst, repeats, warmup=3):
+def _median_us(call, wait, burst, repeats, warmup=3):
+  out = None
   for _ in range(warmup):
-    call()
-  sync()
+    out = call()
+  wait(out)
   samples = []
   for _ in range(repeats):
     start = time.perf_counter()
     for _ in range(burst):
-      call()
-    sync()
+      out = call()
+    wait(out)
     samples.append((time.perf_counter() - start) * 1e6 / burst)
   return statistics.median(samples)
 
 
 def jax_passes(batch, size, channels, dtype_name):
-  """{pass: zero-argument call} for one conv in JAX, kernels OHWI as the model stores them."""
+  """({pass: zero-argument call}, wait, device name, inputs) for one conv in JAX, with the kernel
+  OHWI as the model stores it. inputs: x (NHWC), w (OHWI) and dy, the output's cotangent."""
   import jax
   import jax.numpy as jnp
   from bambnet_jax.models import blocks
@@ -54,15 +56,7 @@ def jax_passes(batch, size, channels, dtype_name):
   bias_grad = jax.jit(lambda dy: dy.astype(jnp.float32).sum((0, 1, 2)))
   calls = {"forward": lambda: forward(x, w), "dgrad": lambda: dgrad(w, dy), "wgrad": lambda: wgrad(x, dy),
            "bias_grad": lambda: bias_grad(dy)}
-  last = {}
-
-  def keep(name):
-    def call():
-      last[name] = calls[name]()
-    return call
-
-  sync = lambda: jax.block_until_ready(list(last.values()))
-  return {name: keep(name) for name in calls}, sync, jax.devices()[0].device_kind
+  return calls, jax.block_until_ready, jax.devices()[0].device_kind, {"x": x, "w": w, "dy": dy}
 
 
 def torch_passes(batch, size, channels, dtype_name):
@@ -81,7 +75,7 @@ def torch_passes(batch, size, channels, dtype_name):
   calls = {"forward": lambda: torch.nn.functional.conv2d(x, w, padding=1),
            "dgrad": lambda: backward([True, False, False]), "wgrad": lambda: backward([False, True, False]),
            "bias_grad": lambda: dy.float().sum((0, 2, 3))}
-  return calls, torch.cuda.synchronize, torch.cuda.get_device_name()
+  return calls, lambda _: torch.cuda.synchronize(), torch.cuda.get_device_name(), {"x": x, "w": w, "dy": dy}
 
 
 def main(argv=None):
@@ -98,9 +92,9 @@ def main(argv=None):
   passes = torch_passes if args.torch else jax_passes
   for dtype_name in args.dtypes.split(","):
     for size in (int(s) for s in args.sizes.split(",")):
-      calls, sync, device = passes(args.batch, size, args.channels, dtype_name)
+      calls, wait, device, _ = passes(args.batch, size, args.channels, dtype_name)
       for name, call in calls.items():
-        us = _median_us(call, sync, args.burst, args.repeats)
+        us = _median_us(call, wait, args.burst, args.repeats)
         flop = _flop(args.batch, size, args.channels) if name != "bias_grad" else 0.0
         print(json.dumps({"framework": "torch" if args.torch else "jax", "label": args.label, "pass": name,
                           "size": size, "dtype": dtype_name, "us": round(us, 1),
