@@ -139,33 +139,6 @@ def test_benchmark_one_process_per_device():
   assert 0 < record["dispatch_ms"] <= record["median_ms"]
 
 
-def _numpy_conv_passes(x, w, dy):
-  """Forward, dgrad and wgrad of a stride-1 zero-padded 3x3 conv, NHWC with an OHWI kernel."""
-  n, h, wd, _ = x.shape
-  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  windows = np.stack([padded[:, i:i + h, j:j + wd] for i in range(3) for j in range(3)], axis=3)  # n h w 9 c
-  taps = w.reshape(w.shape[0], 9, w.shape[-1])  # o, 9, i
-  forward = np.einsum("nhwki,oki->nhwo", windows, taps)
-  wgrad = np.einsum("nhwki,nhwo->oki", windows, dy).reshape(w.shape)
-  dx_padded = np.zeros_like(padded)
-  for k, (i, j) in enumerate((i, j) for i in range(3) for j in range(3)):
-    dx_padded[:, i:i + h, j:j + wd] += np.einsum("nhwo,oi->nhwi", dy, taps[:, k])
-  return forward, dx_padded[:, 1:-1, 1:-1], wgrad
-
-
-def test_conv_kernel_benchmark_times_the_passes_numpy_computes(capsys):
-  bench = load_script("bench_conv_kernels")
-  calls, wait, _, inputs = bench.jax_passes(2, 6, 5, "float32")
-  x, w, dy = (np.asarray(inputs[k], np.float64) for k in ("x", "w", "dy"))
-  expected = dict(zip(("forward", "dgrad", "wgrad"), _numpy_conv_passes(x, w, dy)), bias_grad=dy.sum((0, 1, 2)))
-  for name, reference in expected.items():
-    np.testing.assert_allclose(np.asarray(wait(calls[name]())), reference, rtol=1e-4, atol=1e-4, err_msg=name)
-  bench.main(["--sizes", "8", "--channels", "4", "--dtypes", "float32", "--burst", "1", "--repeats", "1"])
-  records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-  assert [r["pass"] for r in records] == ["forward", "dgrad", "wgrad", "bias_grad"]
-  assert all(r["us"] > 0 and r["size"] == 8 for r in records)
-
-
 def test_conv_fusion_numerics_compares_three_compilations():
   """On CPU XLA ignores the GPU option: conv fusion changes nothing, bfloat16 does."""
   record = load_script("conv_fusion_numerics").main(["--size", "16", "--width", "8", "--batch", "1"])

@@ -5,11 +5,18 @@ import json
 import pathlib
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from bambnet_jax.models import blocks
+from bambnet_jax.models import networks
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
+import bench_conv_kernels  # pylint: disable=g-import-not-at-top,wrong-import-position
 import bench_floors  # pylint: disable=g-import-not-at-top,wrong-import-position
+import bench_pallas_wgrad  # pylint: disable=g-import-not-at-top,wrong-import-position
 import profile_step  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -81,3 +88,63 @@ def test_idle_gaps_are_binned_by_length_per_step():
              (490.0, 10.0, "f")]
   assert profile_step.idle_gaps_ms(kernels, steps=2) == {
       "under_5us": 0.001, "under_20us": 0.005, "under_100us": 0.025, "over_100us": 0.2}
+
+
+def _numpy_conv_passes(x, w, dy):
+  """Forward, dgrad and wgrad of a stride-1 zero-padded 3x3 conv, NHWC with an OHWI kernel."""
+  n, h, wd, _ = x.shape
+  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  windows = np.stack([padded[:, i:i + h, j:j + wd] for i in range(3) for j in range(3)], axis=3)  # n h w 9 c
+  taps = w.reshape(w.shape[0], 9, w.shape[-1])  # o, 9, i
+  forward = np.einsum("nhwki,oki->nhwo", windows, taps)
+  wgrad = np.einsum("nhwki,nhwo->oki", windows, dy).reshape(w.shape)
+  dx_padded = np.zeros_like(padded)
+  for k, (i, j) in enumerate((i, j) for i in range(3) for j in range(3)):
+    dx_padded[:, i:i + h, j:j + wd] += np.einsum("nhwo,oi->nhwi", dy, taps[:, k])
+  return forward, dx_padded[:, 1:-1, 1:-1], wgrad
+
+
+def test_conv_kernel_benchmark_times_the_passes_numpy_computes(capsys):
+  calls, wait, _, inputs = bench_conv_kernels.jax_passes(2, 6, 5, "float32")
+  x, w, dy = (np.asarray(inputs[k], np.float64) for k in ("x", "w", "dy"))
+  expected = dict(zip(("forward", "dgrad", "wgrad"), _numpy_conv_passes(x, w, dy)), bias_grad=dy.sum((0, 1, 2)))
+  for name, reference in expected.items():
+    np.testing.assert_allclose(np.asarray(wait(calls[name]())), reference, rtol=1e-4, atol=1e-4, err_msg=name)
+  bench_conv_kernels.main(["--sizes", "8", "--channels", "4", "--dtypes", "float32", "--burst", "1", "--repeats", "1"])
+  records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert [r["pass"] for r in records] == ["forward", "dgrad", "wgrad", "bias_grad"]
+  assert all(r["us"] > 0 and r["size"] == 8 for r in records)
+
+
+def _deblur_net_gradients(params, model, views, target):
+  loss = lambda p: jnp.mean(jnp.abs(model.apply({"params": p}, views) - target))
+  return jax.grad(loss)(params)
+
+
+def test_pallas_weight_gradient_is_numpys_and_the_net_s_gradients_are_xla_s():
+  """The trial kernel (interpreted on CPU) computes a 3x3 conv's weight gradient as NumPy does,
+  and patched into every conv of a small deblurring net it changes no gradient beyond rounding."""
+  rng = np.random.default_rng(0)
+  x, dy = (rng.standard_normal((2, 8, 16, 16)).astype(np.float32) for _ in range(2))
+  for precision in bench_pallas_wgrad.PRECISIONS:
+    got = bench_pallas_wgrad.conv3x3_weight_gradient(x, dy, chunk=64, block=16, precision=precision)
+    np.testing.assert_allclose(got, _numpy_conv_passes(x, np.zeros((16, 3, 3, 16)), dy)[2], rtol=1e-4, atol=1e-4)
+  config = networks.model_config(width=16, branch_capacities=(1, 4))
+  model = networks.build("deblur", config)
+  params = networks.init_params("deblur", config, jax.random.key(0))
+  # A random tail, not the zero one of initialisation, so that gradient reaches the body.
+  params["tail"]["kernel"] = 0.1 * jax.random.normal(jax.random.key(1), params["tail"]["kernel"].shape)
+  views, target = jax.random.uniform(jax.random.key(2), (2, 16, 16, 6)), jax.random.uniform(jax.random.key(3), (2, 16, 16, 3))
+  expected = _deblur_net_gradients(params, model, views, target)
+  options = dict(precision="tf32", chunk=512, block=64, num_warps=4, num_stages=3)
+  original, patched = bench_pallas_wgrad.patched_conv(options, min_pixels=0)
+  routed = []
+  blocks.conv = lambda x, kernel, layout: (routed.append(x.shape), patched(x, kernel, layout))[1]
+  try:
+    got = _deblur_net_gradients(params, model, views, target)
+  finally:
+    blocks.conv = original
+  assert (2, 16, 16, 16) in routed
+  for (path, want), have in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree_util.tree_leaves(got)):
+    np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-6 * float(np.abs(want).max()), err_msg=jax.tree_util.keystr(path))
+  assert max(float(np.abs(g).max()) for g in jax.tree_util.tree_leaves(expected["body"])) > 0
