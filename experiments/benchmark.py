@@ -2,7 +2,8 @@
 
     python experiments/benchmark.py                       # every case at the paper's sizes
     python experiments/benchmark.py --cases deblur_b2_fp32,infer_bf16 --runs 50
-    python experiments/benchmark.py --size 64 --infer-size 64x96 --width 8 --runs 3   # CPU check
+    python experiments/benchmark.py --size 64 --infer-size 64x96 --width 8 --runs 3 \
+        --frame 320x192 --tile 64 --overlap 16 --tiled-runs 1                         # CPU check
     python experiments/benchmark.py --cases deblur_b8_bf16 --devices 2     # one process, 2 GPUs
     python experiments/benchmark.py --cases deblur_b8_bf16 --processes 2   # one process per GPU
 
@@ -13,7 +14,10 @@ times, each call ended by block_until_ready (`median_ms`); then --pipeline-repea
 medians come the card's name, the peak device memory, and the achieved TFLOP/s from SPEC
 section 1's FLOP counts (501 GFLOP per 512x512 forward, 3,597 GFLOP at 1120x1680; a training
 step counts as 3 forwards: forward, backward through activations and through weights). The
-SPEC's released-code figures on an H200 are printed beside each case for reference. Train
+SPEC's released-code figures on an H200 are printed beside each case for reference. Memory:
+`memory_gib` is the device memory XLA assigns the case's compiled program (arguments, outputs
+and scratch, less donated buffers it reuses), `peak_memory_gib_so_far` the device's peak since
+the process started (cumulative over the cases run so far). Train
 steps compile as training compiles them (`--conv-fusion`, default off: `model.conv_fusion`),
 with the parameters in `--kernel-layout` (default OHWI: `model.kernel_layout`) and the train
 state kept flat as training keeps it (training/flat_params.py).
@@ -23,6 +27,12 @@ this process; `--processes N` re-launches this script as N processes of one jax.
 on localhost, process i owning GPU i (on CPU: one CPU device each), so that each GPU has its own
 launching thread. Every process runs the same calls and feeds only its rows of the global batch;
 process 0 prints, and `images_per_s` counts the global batch. Non-train cases are single-device.
+
+Tiled inference (`tiled_fp32`, `tiled_bf16` with 4 tiles per call): a random 16-bit frame of
+--frame pixels (default 6720x4480, a Canon frame) restored through `inference.Deblurrer`, the path
+`bambnet deblur` takes, compiled on one batch of tiles first; each timed call restores the whole
+frame to host memory (--tiled-runs of them, median). Its `memory_gib` is the network call's on one
+batch of tiles; the frame and the blend stay on the host.
 """
 
 import argparse
@@ -38,6 +48,7 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
+from bambnet_jax import inference
 from bambnet_jax.losses import reblur
 from bambnet_jax.models import blocks
 from bambnet_jax.models import networks
@@ -48,6 +59,7 @@ from bambnet_jax.training import steps
 GFLOP_PER_PIXEL_FORWARD = 501.0 / (512 * 512)  # SPEC section 1, default width
 RELEASED_H200_MS = {"deblur_b2_fp32": 99, "deblur_b2_bf16": 80, "deblur_b8_bf16": 163, "coc_b4_fp32": 395,
                     "reblur_loss_b4": 187, "infer_fp32": 157, "infer_bf16": 137}
+TILED_BATCH = {"float32": 1, "bfloat16": 4}  # tiles per network call (PERF.md: the faster choices)
 
 
 def time_calls(fn, args, runs, warmup, pipeline_steps=10, pipeline_repeats=5):
@@ -136,15 +148,47 @@ def reblur_case(batch_size, size):
   return loss_and_grad, (b["left"], b["right"], coc), None
 
 
-def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branches=False, kernel_layout="OHWI"):
+def infer_case(height, width_px, dtype, width, matmul_conv_below=0, fuse_branches=False, kernel_layout="OHWI",
+               batch_size=1):
   config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below,
                                  fuse_branches=fuse_branches, kernel_layout=kernel_layout)
   model = networks.build("deblur", config)
   params = networks.init_params("deblur", config, jax.random.key(0))
-  x = jnp.asarray(np.random.default_rng(0).random((1, height, width_px, 6), np.float32))
+  x = jnp.asarray(np.random.default_rng(0).random((batch_size, height, width_px, 6), np.float32))
   fn = jax.jit(lambda p, v: model.apply({"params": p}, v))
-  flops = GFLOP_PER_PIXEL_FORWARD * height * width_px * (width / 64) ** 2
+  flops = GFLOP_PER_PIXEL_FORWARD * batch_size * height * width_px * (width / 64) ** 2
   return fn, (params, x), flops
+
+
+class TiledCase:
+  """A whole frame restored tile by tile through `inference.Deblurrer` (see the module's doc)."""
+
+  def __init__(self, frame, dtype, width, tile, overlap, **model):
+    self.frame_width, self.frame_height = (int(n) for n in frame.lower().split("x"))
+    self.batch_size = TILED_BATCH[dtype]
+    config = networks.model_config(width=width, **model)
+    params = networks.init_params("deblur", config, jax.random.key(0))
+    self.deblurrer = inference.Deblurrer(params, config, coc_source="none", compute_dtype=dtype, tile=tile,
+                                         overlap=overlap, batch_size=self.batch_size)
+    rng = np.random.default_rng(0)
+    self.views = rng.integers(0, 2**16, (self.frame_height, self.frame_width, 6), dtype=np.uint16)  # L, R
+    self.num_tiles = inference.count_tiles(self.frame_height, self.frame_width, tile, overlap)
+    side = min(tile, self.frame_height, self.frame_width) if tile else None
+    self.tile_side = side or max(self.frame_height, self.frame_width)
+    self.gflop = self.num_tiles * GFLOP_PER_PIXEL_FORWARD * self.tile_side ** 2 * (width / 64) ** 2
+    # The network call on one batch of tiles, compiled as the Deblurrer compiles it: its memory.
+    self.network_call = infer_case(self.tile_side, self.tile_side, dtype, width, batch_size=self.batch_size,
+                                   **model)[:2]
+
+  def warm_up(self):
+    """Compiles the network on one batch of tiles (timed apart from the frame)."""
+    side = self.tile_side
+    self.deblurrer.restore(self.views[:side, :side], max_tiles=self.batch_size)
+
+  def __call__(self):
+    restored = self.deblurrer.restore(self.views)  # host data: all device work is done
+    assert restored.shape == (self.frame_height, self.frame_width, 3)
+    return restored
 
 
 def make_cases(args, mesh):
@@ -154,6 +198,8 @@ def make_cases(args, mesh):
                kernel_layout=getattr(args, "kernel_layout", "OHWI"))
   # How training compiles its steps; inference is compiled as `bambnet restore` compiles it.
   train = dict(model, mesh=mesh, conv_fusion=getattr(args, "conv_fusion", "off"))
+  tiled = dict(model, frame=getattr(args, "frame", "6720x4480"), tile=getattr(args, "tile", inference.DEFAULT_TILE),
+               overlap=getattr(args, "overlap", inference.DEFAULT_OVERLAP))
   return {
       "deblur_b2_fp32": lambda: train_case("deblur", 2, s, "float32", **train),
       "deblur_b2_bf16": lambda: train_case("deblur", 2, s, "bfloat16", **train),
@@ -164,7 +210,73 @@ def make_cases(args, mesh):
       "reblur_loss_b4": lambda: reblur_case(4, s),
       "infer_fp32": lambda: infer_case(ih, iw, "float32", **model),
       "infer_bf16": lambda: infer_case(ih, iw, "bfloat16", **model),
+      "tiled_fp32": lambda: TiledCase(dtype="float32", **tiled),
+      "tiled_bf16": lambda: TiledCase(dtype="bfloat16", **tiled),
   }
+
+
+def compiled_memory(fn, fn_args):
+  """(seconds to compile, GiB of device memory) of a jitted case as XLA compiles it.
+
+  The memory is what XLA's buffer assignment gives the program: arguments, outputs and scratch,
+  less the donated buffers it reuses for outputs. The jitted calls that follow reuse this
+  compilation.
+  """
+  start = time.perf_counter()
+  compiled = fn.lower(*fn_args).compile()
+  seconds = time.perf_counter() - start
+  analysis = compiled.memory_analysis()
+  if analysis is None:  # a backend that does not say
+    return seconds, None
+  total = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
+           - analysis.alias_size_in_bytes)
+  return seconds, total / 2**30
+
+
+def time_frames(case, runs):
+  """Milliseconds per whole-frame restore of a TiledCase (median of `runs`), after its warm-up."""
+  case.warm_up()
+  samples = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    case()
+    samples.append((time.perf_counter() - start) * 1e3)
+  return statistics.median(samples)
+
+
+def run_case(name, case, args, mesh):
+  """The JSON record of one case: its timings, memory and rates."""
+  device = jax.local_devices()[0]
+  record = {"case": name, "device": device.device_kind, "processes": jax.process_count(),
+            "matmul_conv_below": args.matmul_conv_below, "fuse_branches": args.fuse_branches,
+            "conv_fusion": args.conv_fusion, "kernel_layout": args.kernel_layout}
+  if isinstance(case, TiledCase):
+    compile_s, memory_gib = compiled_memory(*case.network_call)
+    ms = time_frames(case, args.tiled_runs)
+    record.update(devices=1, frame=[case.frame_width, case.frame_height], tile=args.tile, overlap=args.overlap,
+                  tiles=case.num_tiles, tiles_per_call=case.batch_size, median_ms=round(ms, 3),
+                  tile_ms=round(ms / case.num_tiles, 3))
+    gflop, train = case.gflop, False
+  else:
+    fn, fn_args, gflop = case
+    train = isinstance(fn_args[0], steps.TrainState)
+    compile_s, memory_gib = compiled_memory(fn, fn_args)
+    ms, pipelined_ms, dispatch_ms = time_calls(fn, fn_args, args.runs, args.warmup, args.pipeline_steps,
+                                               args.pipeline_repeats)
+    record.update(devices=mesh.devices.size if train else 1, median_ms=round(ms, 3),
+                  pipelined_ms=round(pipelined_ms, 3), dispatch_ms=round(dispatch_ms, 3))
+  stats = device.memory_stats() or {}
+  record.update(compile_s=round(compile_s, 2),
+                memory_gib=None if memory_gib is None else round(memory_gib, 3),
+                peak_memory_gib_so_far=round(stats.get("peak_bytes_in_use", 0) / 2**30, 3),
+                released_h200_ms=RELEASED_H200_MS.get(name), xla_flags=os.environ.get("XLA_FLAGS", ""))
+  if gflop:
+    record["tflops"] = round(gflop / ms, 2)  # GFLOP / ms = TFLOP / s
+  if train:
+    images = fn_args[1]["left"].shape[0]  # the global batch
+    record["images_per_s"] = round(images / ms * 1e3, 2)
+    record["images_per_s_pipelined"] = round(images / pipelined_ms * 1e3, 2)
+  return record
 
 
 def is_train_case(name):
@@ -237,6 +349,10 @@ def main(argv=None):
                       help="model.conv_fusion: train steps' convs as cuDNN fusions (auto: off, as in old configs)")
   parser.add_argument("--kernel-layout", choices=blocks.KERNEL_LAYOUTS, default="OHWI",
                       help="model.kernel_layout: how conv kernels are stored")
+  parser.add_argument("--frame", default="6720x4480", help="WIDTHxHEIGHT of the tiled inference cases' frame")
+  parser.add_argument("--tile", type=int, default=inference.DEFAULT_TILE, help="tile side of the tiled cases")
+  parser.add_argument("--overlap", type=int, default=inference.DEFAULT_OVERLAP, help="tile overlap of the tiled cases")
+  parser.add_argument("--tiled-runs", type=int, default=3, help="whole-frame restores timed per tiled case")
   parser.add_argument("--runs", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--pipeline-steps", type=int, default=10, help="calls issued back to back per pipelined timing")
@@ -264,29 +380,10 @@ def main(argv=None):
   else:
     mesh = parallel.make_mesh(jax.devices()[:args.devices])
   cases = make_cases(args, mesh)
-  device = jax.local_devices()[0]
   for name in names:
-    fn, fn_args, gflop = cases[name]()
-    ms, pipelined_ms, dispatch_ms = time_calls(fn, fn_args, args.runs, args.warmup, args.pipeline_steps,
-                                               args.pipeline_repeats)
-    stats = device.memory_stats() or {}
-    record = {"case": name, "device": device.device_kind, "processes": jax.process_count(),
-              "matmul_conv_below": args.matmul_conv_below, "fuse_branches": args.fuse_branches,
-              "conv_fusion": args.conv_fusion,
-              "kernel_layout": args.kernel_layout,
-              "devices": mesh.devices.size if isinstance(fn_args[0], steps.TrainState) else 1,
-              "median_ms": round(ms, 3), "pipelined_ms": round(pipelined_ms, 3),
-              "dispatch_ms": round(dispatch_ms, 3), "peak_memory_gib_so_far": round(stats.get("peak_bytes_in_use", 0) / 2**30, 3),
-              "released_h200_ms": RELEASED_H200_MS.get(name), "xla_flags": os.environ.get("XLA_FLAGS", "")}
-    if gflop:
-      record["tflops"] = round(gflop / ms, 2)  # GFLOP / ms = TFLOP / s
-    if isinstance(fn_args[0], steps.TrainState):
-      images = fn_args[1]["left"].shape[0]  # the global batch
-      record["images_per_s"] = round(images / ms * 1e3, 2)
-      record["images_per_s_pipelined"] = round(images / pipelined_ms * 1e3, 2)
+    record = run_case(name, cases[name](), args, mesh)
     if jax.process_index() == 0:
       print(json.dumps(record), flush=True)
-    del fn, fn_args
   return 0
 
 

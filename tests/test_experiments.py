@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import filelock
+import jax
 import numpy as np
 import pytest
 import torch
@@ -22,6 +23,7 @@ from bambnet_jax import cli
 from bambnet_jax import config_loader
 from bambnet_jax.evaluation import metric_weights
 from bambnet_jax.evaluation import runs
+from bambnet_jax.models import networks
 from bambnet_jax.training import parallel
 import test_fid
 import test_lpips
@@ -137,6 +139,23 @@ def test_benchmark_one_process_per_device():
   assert record["images_per_s_pipelined"] == pytest.approx(4 / record["pipelined_ms"] * 1e3, rel=1e-4, abs=0.01)
   # Each call returns before its result is ready, so the median dispatch is at most the median call.
   assert 0 < record["dispatch_ms"] <= record["median_ms"]
+
+
+def test_benchmark_times_a_whole_frame_tiled_and_gives_each_case_its_memory(capsys):
+  """The tiled case restores the whole frame (160 x 96 px in tiles of 64 overlapping by 16: 3 x 2
+  tiles, counted by hand); each case's memory holds at least its parameters and input."""
+  benchmark = load_script("benchmark")
+  assert benchmark.main(["--cases", "infer_fp32,tiled_bf16", "--infer-size", "64x96", "--width", "8", "--runs", "2",
+                         "--warmup", "1", "--pipeline-steps", "2", "--pipeline-repeats", "1", "--frame", "160x96",
+                         "--tile", "64", "--overlap", "16", "--tiled-runs", "1"]) == 0
+  infer, tiled = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  params = networks.init_params("deblur", networks.model_config(width=8), jax.random.key(0))
+  param_bytes = 4 * sum(x.size for x in jax.tree_util.tree_leaves(params))
+  assert infer["case"] == "infer_fp32" and infer["memory_gib"] * 2**30 >= param_bytes + 4 * 64 * 96 * 6
+  assert tiled["case"] == "tiled_bf16" and tiled["frame"] == [160, 96] and tiled["tiles"] == 6
+  assert tiled["tiles_per_call"] == 4 and tiled["memory_gib"] * 2**30 >= param_bytes + 4 * 4 * 64 * 64 * 6
+  assert tiled["tile_ms"] == pytest.approx(tiled["median_ms"] / 6, abs=1e-3)
+  assert infer["compile_s"] > 0 and tiled["compile_s"] > 0
 
 
 def test_conv_fusion_numerics_compares_three_compilations():
