@@ -15,7 +15,7 @@ def test_grouped_conv_equals_separate_convs():
   inputs = [rng.standard_normal((2, 6, 5, 4)).astype(np.float32) for _ in range(3)]
   kernels = [rng.standard_normal((3, 3, 4, 4)).astype(np.float32) for _ in range(3)]
   biases = [rng.standard_normal(4).astype(np.float32) for _ in range(3)]
-  got = fused_branches.grouped_conv3x3(inputs, kernels, biases, jnp.float32)
+  got = fused_branches.grouped_conv3x3(inputs, kernels, biases)
   for x, k, b, y in zip(inputs, kernels, biases, got):
     want = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + b
     np.testing.assert_allclose(np.asarray(y), np.asarray(want), rtol=1e-5, atol=1e-5)

@@ -34,7 +34,7 @@ def test_conv3x3_as_matmul_equals_the_textbook_sum(shape):
 def test_both_paths_of_conv3x3_equal_the_textbook_sum_with_bias(matmul_below):
   rng = np.random.default_rng(1)
   x = rng.standard_normal((2, 6, 9, 5)).astype(np.float32)
-  module = blocks.Conv3x3(7, matmul_below=matmul_below)
+  module = blocks.Conv3x3(7, blocks.ConvSpec(matmul_below=matmul_below))
   params = module.init(jax.random.key(0), x)["params"]
   params["bias"] = jnp.asarray(rng.standard_normal(7), jnp.float32)
   got = module.apply({"params": params}, x)

@@ -232,3 +232,24 @@ def test_weights_saved_before_the_kernel_layout_field_load_as_hwio(tmp_path):
   for a, b in zip(jax.tree_util.tree_leaves(moved), jax.tree_util.tree_leaves(params)):
     np.testing.assert_array_equal(a, np.transpose(b, (3, 0, 1, 2)) if b.ndim == 4 else b)
   networks.build("coc", moved_config).apply({"params": moved}, jnp.zeros((1, 16, 16, 6)))
+
+
+def test_a_model_config_gives_one_conv_spec_that_every_conv_of_the_net_computes_with():
+  """networks.conv_spec: the config's compute dtype, matmul threshold and kernel layout; a bad
+  layout is refused when the spec is made, not at the first conv."""
+  config = networks.model_config(width=8, branch_capacities=(1, 4), dtype="bfloat16", matmul_conv_below=100,
+                                 kernel_layout="OHWI")
+  spec = networks.conv_spec(config)
+  assert spec == blocks.ConvSpec(jnp.bfloat16, 100, "OHWI") and spec.dtype == jnp.dtype("bfloat16")
+  assert spec.full_resolution() == blocks.ConvSpec(jnp.bfloat16, 0, "OHWI")
+  with pytest.raises(ValueError, match="kernel layout 'IOHW'"):
+    blocks.ConvSpec(kernel_layout="IOHW")
+  # Every conv (head, branches, tail) computes in bfloat16: the jaxpr's convolutions all take it.
+  model = networks.build("deblur", config)
+  params = networks.init_params("deblur", config, jax.random.key(0))
+  # Every conv (head, branches as convs or, under 100 px, as matmuls, tail) yields bfloat16; the
+  # jaxpr's text names each one's output type, nested calls included.
+  text = str(jax.make_jaxpr(lambda p, x: model.apply({"params": p}, x))(params, jnp.zeros((1, 32, 32, 6))))
+  outputs = [line.split("=")[0] for line in text.splitlines()
+             if "= conv_general_dilated[" in line or "= dot_general[" in line]
+  assert len(outputs) > 20 and all("bf16[" in out for out in outputs), outputs

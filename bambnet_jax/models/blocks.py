@@ -1,11 +1,11 @@
 """Building blocks of BaMBNet's U-Net-like branches (paper section III-C, after RCAN).
 
 Every convolution has a bias and zero "same" padding, as in the released model. Parameters are
-float32; `dtype` is the compute dtype (float32 or bfloat16). `kernel_layout` is how kernels are
-stored: "HWIO" (Flax's convention) or "OHWI" (cuDNN's, so a training step need not transpose
-every kernel into and out of it; `model.kernel_layout`). Both initialise to the same values.
+float32. How the convolutions compute is one `ConvSpec`, handed down from the network to every
+block: none of its fields changes the function or the parameters' values.
 """
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -20,6 +20,31 @@ TORCH_DEFAULT_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unif
 KERNEL_LAYOUTS = ("HWIO", "OHWI")
 _HWIO_TO_OHWI = (3, 0, 1, 2)
 _OHWI_TO_HWIO = (1, 2, 3, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+  """How a net's convolutions compute.
+
+  dtype: the compute dtype (float32 or bfloat16; parameters stay float32).
+  matmul_below: 3x3 convs on feature maps of fewer pixels (H x W) run as im2col matmuls
+    (`Conv3x3`); 0 = cuDNN everywhere.
+  kernel_layout: how kernels are stored: "HWIO" (Flax's convention) or "OHWI" (cuDNN's, so a
+    training step need not transpose every kernel into and out of it). Both initialise to the
+    same values.
+  """
+  dtype: Any = jnp.float32
+  matmul_below: int = 0
+  kernel_layout: str = "HWIO"
+
+  def __post_init__(self):
+    if self.kernel_layout not in KERNEL_LAYOUTS:
+      raise ValueError(f"kernel layout {self.kernel_layout!r}; expected one of {KERNEL_LAYOUTS}")
+    object.__setattr__(self, "dtype", jnp.dtype(self.dtype))  # "bfloat16" and jnp.bfloat16 alike
+
+  def full_resolution(self):
+    """The spec of convs that must not become matmuls (the head and tail, at full resolution)."""
+    return dataclasses.replace(self, matmul_below=0)
 
 
 def kernel_param(module, kernel_init, hwio_shape, kernel_layout):
@@ -48,16 +73,16 @@ def conv(x, kernel, kernel_layout):
 
 
 class Conv1x1(nn.Module):
-  """1x1 convolution with bias; the parameters of flax's nn.Conv in the HWIO layout."""
+  """1x1 convolution with bias; the parameters of flax's nn.Conv (in `spec.kernel_layout`)."""
   features: int
-  dtype: Any = jnp.float32
-  kernel_layout: str = "HWIO"
+  spec: ConvSpec = ConvSpec()
 
   @nn.compact
   def __call__(self, x):
-    kernel = kernel_param(self, TORCH_DEFAULT_INIT, (1, 1, x.shape[-1], self.features), self.kernel_layout)
+    dtype, layout = self.spec.dtype, self.spec.kernel_layout
+    kernel = kernel_param(self, TORCH_DEFAULT_INIT, (1, 1, x.shape[-1], self.features), layout)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    return conv(x.astype(self.dtype), kernel.astype(self.dtype), self.kernel_layout) + bias.astype(self.dtype)
+    return conv(x.astype(dtype), kernel.astype(dtype), layout) + bias.astype(dtype)
 
 
 def conv3x3_as_matmul(x, kernel):
@@ -76,26 +101,26 @@ def conv3x3_as_matmul(x, kernel):
 class Conv3x3(nn.Module):
   """3x3 convolution with bias and zero "same" padding; the parameters of flax's nn.Conv.
 
-  Feature maps of fewer than `matmul_below` pixels (H x W) are convolved by `conv3x3_as_matmul`:
-  at low resolution a cuDNN call costs more to launch than to run, and XLA cannot put cuDNN
-  convolutions into a CUDA graph, while it can put matmuls and the fusions around them
-  (experiments/PERF.md). At high resolution the 9x larger im2col copy costs more than it saves.
+  Feature maps of fewer than `spec.matmul_below` pixels (H x W) are convolved by
+  `conv3x3_as_matmul`: at low resolution a cuDNN call costs more to launch than to run, and XLA
+  cannot put cuDNN convolutions into a CUDA graph, while it can put matmuls and the fusions
+  around them (experiments/PERF.md). At high resolution the 9x larger im2col copy costs more
+  than it saves.
   """
   features: int
-  dtype: Any = jnp.float32
+  spec: ConvSpec = ConvSpec()
   kernel_init: Any = TORCH_DEFAULT_INIT
-  matmul_below: int = 0
-  kernel_layout: str = "HWIO"
 
   @nn.compact
   def __call__(self, x):
-    kernel = kernel_param(self, self.kernel_init, (3, 3, x.shape[-1], self.features), self.kernel_layout)
+    dtype, layout = self.spec.dtype, self.spec.kernel_layout
+    kernel = kernel_param(self, self.kernel_init, (3, 3, x.shape[-1], self.features), layout)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
-    if x.shape[1] * x.shape[2] < self.matmul_below:
-      y = conv3x3_as_matmul(x, to_kernel_layout(kernel, self.kernel_layout, "HWIO"))
+    x, kernel, bias = x.astype(dtype), kernel.astype(dtype), bias.astype(dtype)
+    if x.shape[1] * x.shape[2] < self.spec.matmul_below:
+      y = conv3x3_as_matmul(x, to_kernel_layout(kernel, layout, "HWIO"))
     else:
-      y = conv(x, kernel, self.kernel_layout)
+      y = conv(x, kernel, layout)
     return y + bias
 
 
@@ -166,19 +191,15 @@ class ChannelAttention(nn.Module):
 class RCAB(nn.Module):
   """Residual channel-attention block: x + CA(conv(ReLU(conv(x))))."""
   reduction: int = 16
-  dtype: Any = jnp.float32
-  matmul_below: int = 0  # see Conv3x3
-  kernel_layout: str = "HWIO"
+  spec: ConvSpec = ConvSpec()
 
   @nn.compact
   def __call__(self, x):
-    width = x.shape[-1]
-    conv3x3 = functools.partial(Conv3x3, width, dtype=self.dtype, matmul_below=self.matmul_below,
-                                kernel_layout=self.kernel_layout)
+    conv3x3 = functools.partial(Conv3x3, x.shape[-1], self.spec)
     y = conv3x3(name="conv_0")(x)
     y = nn.relu(y)
     y = conv3x3(name="conv_1")(y)
-    y = ChannelAttention(self.reduction, self.kernel_layout, name="attention")(y)
+    y = ChannelAttention(self.reduction, self.spec.kernel_layout, name="attention")(y)
     return x + y
 
 
@@ -186,15 +207,12 @@ class ResidualGroup(nn.Module):
   """n RCABs, a closing 3x3 conv, and a skip over the whole group."""
   num_blocks: int
   reduction: int = 16
-  dtype: Any = jnp.float32
-  matmul_below: int = 0  # see Conv3x3
-  kernel_layout: str = "HWIO"
+  spec: ConvSpec = ConvSpec()
 
   @nn.compact
   def __call__(self, x):
     y = x
-    common = dict(dtype=self.dtype, matmul_below=self.matmul_below, kernel_layout=self.kernel_layout)
     for j in range(self.num_blocks):
-      y = RCAB(self.reduction, **common, name=f"rcab_{j}")(y)
-    y = Conv3x3(x.shape[-1], **common, name="conv_out")(y)
+      y = RCAB(self.reduction, self.spec, name=f"rcab_{j}")(y)
+    y = Conv3x3(x.shape[-1], self.spec, name="conv_out")(y)
     return x + y

@@ -5,10 +5,9 @@ so o8 is at full resolution again; the FCN-like branch keeps full resolution thr
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from bambnet_jax.models import blocks
 from bambnet_jax.models import fused_branches
@@ -17,8 +16,7 @@ from bambnet_jax.models import wiring
 
 class FCNBranch(nn.Module):
   """The lightest branch (capacity k=1): eight 1x1 conv + ReLU stages at full resolution."""
-  dtype: Any = jnp.float32
-  kernel_layout: str = "HWIO"  # see blocks
+  spec: blocks.ConvSpec = blocks.ConvSpec()
 
   @nn.compact
   def __call__(self, pyramid):
@@ -29,8 +27,7 @@ class FCNBranch(nn.Module):
     for s in range(1, wiring.NUM_STAGES + 1):
       if s > 1:
         x = wiring.stage_input(s, outputs, features)  # A() is the identity at full resolution
-      outputs[s] = nn.relu(blocks.Conv1x1(width, dtype=self.dtype, kernel_layout=self.kernel_layout,
-                                          name=f"stage_{s}")(x))
+      outputs[s] = nn.relu(blocks.Conv1x1(width, self.spec, name=f"stage_{s}")(x))
     return outputs[wiring.NUM_STAGES]
 
 
@@ -38,9 +35,7 @@ class UNetBranch(nn.Module):
   """A U-Net-like branch: each stage a ResidualGroup of `num_blocks` RCABs, then pool or upsample."""
   num_blocks: int
   reduction: int = 16
-  dtype: Any = jnp.float32
-  matmul_below: int = 0  # see blocks.Conv3x3
-  kernel_layout: str = "HWIO"  # see blocks
+  spec: blocks.ConvSpec = blocks.ConvSpec()
 
   @nn.compact
   def __call__(self, pyramid):
@@ -49,8 +44,7 @@ class UNetBranch(nn.Module):
     for s in range(1, wiring.NUM_STAGES + 1):
       if s > 1:
         x = wiring.stage_input(s, outputs, pyramid[wiring.level_after_stage(s - 1)].astype(outputs[s - 1].dtype))
-      x = blocks.ResidualGroup(self.num_blocks, self.reduction, dtype=self.dtype, matmul_below=self.matmul_below,
-                               kernel_layout=self.kernel_layout, name=f"stage_{s}")(x)
+      x = blocks.ResidualGroup(self.num_blocks, self.reduction, self.spec, name=f"stage_{s}")(x)
       if s <= wiring.NUM_STAGES // 2:
         x = wiring.max_pool_2x(x)
       else:
@@ -69,10 +63,8 @@ class MultiBranchBody(nn.Module):
   width: int = 64
   branch_capacities: Sequence[int] = (1, 4, 7, 10)
   reduction: int = 16
-  dtype: Any = jnp.float32
-  matmul_below: int = 0  # see blocks.Conv3x3
+  spec: blocks.ConvSpec = blocks.ConvSpec()
   fuse_branches: bool = False  # the U-Net-like branches' convs as grouped convs (fused_branches.py)
-  kernel_layout: str = "HWIO"  # see blocks
 
   @nn.compact
   def __call__(self, dp_views, gates=None, separate=False):
@@ -80,8 +72,7 @@ class MultiBranchBody(nn.Module):
 
     With `separate`, returns (F_enc, [o8_i]) instead of the merge, for evaluating each branch alone.
     """
-    layout = self.kernel_layout
-    features = nn.relu(blocks.Conv3x3(self.width, dtype=self.dtype, kernel_layout=layout, name="head")(dp_views))
+    features = nn.relu(blocks.Conv3x3(self.width, self.spec.full_resolution(), name="head")(dp_views))
     pyramid = wiring.average_pyramid(features)
     # Each branch and the merge take F_enc through a gradient fence of their own, so that the
     # gradients of F_enc's ~15 uses are summed by one XLA fusion; otherwise XLA's conv fusion
@@ -93,10 +84,9 @@ class MultiBranchBody(nn.Module):
     for i, capacity in enumerate(self.branch_capacities):
       n = blocks_per_group(capacity)
       if n == 0:
-        outputs[i] = FCNBranch(dtype=self.dtype, kernel_layout=layout, name=f"branch_{i}")(fenced_pyramid())
+        outputs[i] = FCNBranch(self.spec, name=f"branch_{i}")(fenced_pyramid())
         continue
-      make = functools.partial(UNetBranch, n, self.reduction, dtype=self.dtype, matmul_below=self.matmul_below,
-                               kernel_layout=layout)
+      make = functools.partial(UNetBranch, n, self.reduction, self.spec)
       if self.fuse_branches:
         # The branch's own parameter tree, under its own name, computed by the fused schedule.
         init = lambda rng, make=make: make(parent=None).init(rng, pyramid)["params"]
@@ -105,7 +95,7 @@ class MultiBranchBody(nn.Module):
         outputs[i] = make(name=f"branch_{i}")(fenced_pyramid())
     if fused:
       fused_outputs = fused_branches.fused_unet_branches([p for _, _, p in fused], [n for _, n, _ in fused],
-                                                         pyramid, self.reduction, self.dtype, layout)
+                                                         pyramid, self.reduction, self.spec)
       for (i, _, _), out in zip(fused, fused_outputs):
         outputs[i] = out
     merged = blocks.gradient_fence(features)

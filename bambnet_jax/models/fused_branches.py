@@ -23,17 +23,20 @@ def _conv_params(stage, num_blocks, t):
   return stage[f"rcab_{t // 2}"][f"conv_{t % 2}"]
 
 
-def grouped_conv3x3(inputs, kernels, biases, dtype, kernel_layout="HWIO"):
-  """Each input (N, H, W, C) convolved with its own 3x3 kernel, as one grouped convolution."""
+def grouped_conv3x3(inputs, kernels, biases, spec=blocks.ConvSpec()):
+  """Each input (N, H, W, C) convolved with its own 3x3 kernel, as one grouped convolution.
+
+  `spec.matmul_below` does not apply: a grouped conv is one call already."""
+  dtype, layout = spec.dtype, spec.kernel_layout
   x = jnp.concatenate([i.astype(dtype) for i in inputs], axis=-1)
-  kernel = jnp.concatenate([k.astype(dtype) for k in kernels], axis=kernel_layout.index("O"))
+  kernel = jnp.concatenate([k.astype(dtype) for k in kernels], axis=layout.index("O"))
   bias = jnp.concatenate([b.astype(dtype) for b in biases])
-  y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", kernel_layout, "NHWC"),
+  y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", layout, "NHWC"),
                                    feature_group_count=len(inputs))
   return jnp.split(y + bias, len(inputs), axis=-1)
 
 
-def _residual_groups(stage_params, num_blocks, inputs, reduction, dtype, kernel_layout):
+def _residual_groups(stage_params, num_blocks, inputs, reduction, spec):
   """`blocks.ResidualGroup` of every branch at one stage, conv step by conv step."""
   ys, rcab_inputs = list(inputs), [None] * len(inputs)
   for t in range(2 * max(num_blocks) + 1):
@@ -43,7 +46,7 @@ def _residual_groups(stage_params, num_blocks, inputs, reduction, dtype, kernel_
       if t < 2 * num_blocks[b] and t % 2 == 0:
         rcab_inputs[b] = ys[b]
     outs = grouped_conv3x3([ys[b] for b in active], [p["kernel"] for p in params], [p["bias"] for p in params],
-                           dtype, kernel_layout)
+                           spec)
     for b, out in zip(active, outs):
       if t == 2 * num_blocks[b]:  # the closing conv: the skip over the whole group
         ys[b] = inputs[b] + out
@@ -51,11 +54,11 @@ def _residual_groups(stage_params, num_blocks, inputs, reduction, dtype, kernel_
         ys[b] = jax.nn.relu(out)
       else:  # its second: channel attention and the RCAB's skip
         attention = {"params": stage_params[b][f"rcab_{t // 2}"]["attention"]}
-        ys[b] = rcab_inputs[b] + blocks.ChannelAttention(reduction, kernel_layout).apply(attention, out)
+        ys[b] = rcab_inputs[b] + blocks.ChannelAttention(reduction, spec.kernel_layout).apply(attention, out)
   return ys
 
 
-def fused_unet_branches(branch_params, num_blocks, pyramid, reduction=16, dtype=jnp.float32, kernel_layout="HWIO"):
+def fused_unet_branches(branch_params, num_blocks, pyramid, reduction=16, spec=blocks.ConvSpec()):
   """o8 of every U-Net-like branch (`branches.UNetBranch`), their stages run together.
 
   branch_params: each branch's UNetBranch parameters; num_blocks: its RCABs per group.
@@ -68,7 +71,7 @@ def fused_unet_branches(branch_params, num_blocks, pyramid, reduction=16, dtype=
       xs = [wiring.stage_input(s, outputs[b], pooled.astype(outputs[b][s - 1].dtype))
             for b in range(len(branch_params))]
     stage = [p[f"stage_{s}"] for p in branch_params]
-    xs = _residual_groups(stage, num_blocks, xs, reduction, jnp.dtype(dtype), kernel_layout)
+    xs = _residual_groups(stage, num_blocks, xs, reduction, spec)
     resize = wiring.max_pool_2x if s <= wiring.NUM_STAGES // 2 else wiring.upsample_nearest_2x
     for b, x in enumerate(xs):
       outputs[b][s] = resize(x)

@@ -9,7 +9,7 @@ reflect-padded up to the next multiple and the output is cropped back to the inp
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -84,10 +84,8 @@ class DeblurNet(nn.Module):
   width: int = 64
   branch_capacities: Sequence[int] = (1, 4, 7, 10)
   reduction: int = 16
-  dtype: Any = jnp.float32
-  matmul_conv_below: int = 0
+  spec: blocks.ConvSpec = blocks.ConvSpec()  # how the convolutions compute (`conv_spec`)
   fuse_branches: bool = False
-  kernel_layout: str = "HWIO"  # see blocks
 
   @nn.compact
   def __call__(self, dp_views, gates=None, each_branch_alone=False):
@@ -100,14 +98,15 @@ class DeblurNet(nn.Module):
     if gates is not None and gates.shape[-1] != len(self.branch_capacities):
       raise ValueError(f"gates have {gates.shape[-1]} channels, the net has {len(self.branch_capacities)} branches")
     (dp_views, gates), crop = padding.pad_to_multiple((dp_views, gates), 16)
-    body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.dtype,
-                                    self.matmul_conv_below, self.fuse_branches, self.kernel_layout, name="body")
-    tail = _tail(dtype=self.dtype, kernel_layout=self.kernel_layout)
+    body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.spec,
+                                    self.fuse_branches, name="body")
+    tail = _tail(self.spec.full_resolution())
     restore = lambda z: crop(nn.sigmoid(tail(z).astype(jnp.float32)))
+    dp_views = dp_views.astype(self.spec.dtype)
     if each_branch_alone:
-      features, outputs = body(dp_views.astype(self.dtype), separate=True)
+      features, outputs = body(dp_views, separate=True)
       return jnp.stack([restore(features + o) for o in outputs], axis=1)
-    return restore(body(dp_views.astype(self.dtype), gates))
+    return restore(body(dp_views, gates))
 
 
 class COCNet(nn.Module):
@@ -116,28 +115,31 @@ class COCNet(nn.Module):
   branch_capacities: Sequence[int] = (1, 4, 7, 10)
   reduction: int = 16
   clamp: float = 24.0
-  dtype: Any = jnp.float32
-  matmul_conv_below: int = 0
+  spec: blocks.ConvSpec = blocks.ConvSpec()  # how the convolutions compute (`conv_spec`)
   fuse_branches: bool = False
-  kernel_layout: str = "HWIO"  # see blocks
 
   @nn.compact
   def __call__(self, dp_views):
     """dp_views: (N, H, W, 6). Returns the signed COC radius per colour channel (N, H, W, 3), px."""
     (dp_views,), crop = padding.pad_to_multiple((dp_views,), 16)
-    body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.dtype,
-                                    self.matmul_conv_below, self.fuse_branches, self.kernel_layout, name="body")
-    z = body(dp_views.astype(self.dtype))
-    out = _tail(dtype=self.dtype, kernel_layout=self.kernel_layout)(z)
+    body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.spec,
+                                    self.fuse_branches, name="body")
+    z = body(dp_views.astype(self.spec.dtype))
+    out = _tail(self.spec.full_resolution())(z)
     return crop(jnp.clip(out.astype(jnp.float32), -self.clamp, self.clamp))
+
+
+def conv_spec(config):
+  """How the convolutions of the net a model config describes compute (`blocks.ConvSpec`)."""
+  return blocks.ConvSpec(dtype=config.dtype, matmul_below=config.get("matmul_conv_below", 0),
+                         kernel_layout=kernel_layout(config))
 
 
 def build(net, config):
   """The `net` ("deblur" or "coc") described by a model config (see `model_config`)."""
   common = dict(width=config.width, branch_capacities=tuple(config.branch_capacities),
-                reduction=config.attention_reduction, dtype=jnp.dtype(config.dtype),
-                matmul_conv_below=config.get("matmul_conv_below", 0),
-                fuse_branches=config.get("fuse_branches", False), kernel_layout=kernel_layout(config))
+                reduction=config.attention_reduction, spec=conv_spec(config),
+                fuse_branches=config.get("fuse_branches", False))
   if net == "deblur":
     return DeblurNet(**common)
   if net == "coc":
