@@ -2,7 +2,8 @@
 
 Every convolution has a bias and zero "same" padding, as in the released model. Parameters are
 float32. How the convolutions compute is one `ConvSpec`, handed down from the network to every
-block: none of its fields changes the function or the parameters' values.
+block: the compute dtype, and two choices (matmul threshold, kernel layout) that change neither
+the function nor the parameters' values.
 """
 
 import dataclasses
