@@ -172,18 +172,16 @@ class TiledCase:
                                          overlap=overlap, batch_size=self.batch_size)
     rng = np.random.default_rng(0)
     self.views = rng.integers(0, 2**16, (self.frame_height, self.frame_width, 6), dtype=np.uint16)  # L, R
-    self.num_tiles = inference.count_tiles(self.frame_height, self.frame_width, tile, overlap)
-    side = min(tile, self.frame_height, self.frame_width) if tile else None
-    self.tile_side = side or max(self.frame_height, self.frame_width)
-    self.gflop = self.num_tiles * GFLOP_PER_PIXEL_FORWARD * self.tile_side ** 2 * (width / 64) ** 2
+    layout = inference.tile_layout(self.frame_height, self.frame_width, tile, overlap, inference.NET_MULTIPLE)
+    self.num_tiles, self.tile_shape = layout.num_tiles, layout.tile_shape
+    self.gflop = self.num_tiles * GFLOP_PER_PIXEL_FORWARD * np.prod(self.tile_shape) * (width / 64) ** 2
     # The network call on one batch of tiles, compiled as the Deblurrer compiles it: its memory.
-    self.network_call = infer_case(self.tile_side, self.tile_side, dtype, width, batch_size=self.batch_size,
-                                   **model)[:2]
+    self.network_call = infer_case(*self.tile_shape, dtype, width, batch_size=self.batch_size, **model)[:2]
 
   def warm_up(self):
     """Compiles the network on one batch of tiles (timed apart from the frame)."""
-    side = self.tile_side
-    self.deblurrer.restore(self.views[:side, :side], max_tiles=self.batch_size)
+    height, width = self.tile_shape
+    self.deblurrer.restore(self.views[:height, :width], max_tiles=self.batch_size)
 
   def __call__(self):
     restored = self.deblurrer.restore(self.views)  # host data: all device work is done
