@@ -23,7 +23,7 @@ def _flop(batch, size, channels):
   return 2.0 * batch * size * size * 9 * channels * channels
 
 
-def _median_us(call, wait, burst, repeats, warmup=3):
+def median_us(call, wait, burst, repeats, warmup=3):
   out = None
   for _ in range(warmup):
     out = call()
@@ -94,7 +94,7 @@ def main(argv=None):
     for size in (int(s) for s in args.sizes.split(",")):
       calls, wait, device, _ = passes(args.batch, size, args.channels, dtype_name)
       for name, call in calls.items():
-        us = _median_us(call, wait, args.burst, args.repeats)
+        us = median_us(call, wait, args.burst, args.repeats)
         flop = _flop(args.batch, size, args.channels) if name != "bias_grad" else 0.0
         print(json.dumps({"framework": "torch" if args.torch else "jax", "label": args.label, "pass": name,
                           "size": size, "dtype": dtype_name, "us": round(us, 1),

@@ -137,7 +137,7 @@ def test_pallas_weight_gradient_is_numpys_and_the_net_s_gradients_are_xla_s():
   views, target = jax.random.uniform(jax.random.key(2), (2, 16, 16, 6)), jax.random.uniform(jax.random.key(3), (2, 16, 16, 3))
   expected = _deblur_net_gradients(params, model, views, target)
   options = dict(precision="tf32", chunk=512, block=64, num_warps=4, num_stages=3)
-  original, patched = bench_pallas_wgrad.patched_conv(options, min_pixels=0)
+  original, patched = blocks.conv, bench_pallas_wgrad.patched_conv(options, min_pixels=0)
   routed = []
   blocks.conv = lambda x, kernel, layout: (routed.append(x.shape), patched(x, kernel, layout))[1]
   try:

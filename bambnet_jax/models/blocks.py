@@ -39,13 +39,17 @@ class ConvSpec:
   kernel_layout: str = "HWIO"
 
   def __post_init__(self):
-    if self.kernel_layout not in KERNEL_LAYOUTS:
-      raise ValueError(f"kernel layout {self.kernel_layout!r}; expected one of {KERNEL_LAYOUTS}")
+    check_kernel_layout(self.kernel_layout)
     object.__setattr__(self, "dtype", jnp.dtype(self.dtype))  # "bfloat16" and jnp.bfloat16 alike
 
   def full_resolution(self):
     """The spec of convs that must not become matmuls (the head and tail, at full resolution)."""
     return dataclasses.replace(self, matmul_below=0)
+
+
+def check_kernel_layout(layout):
+  if layout not in KERNEL_LAYOUTS:
+    raise ValueError(f"kernel layout {layout!r}; expected one of {KERNEL_LAYOUTS}")
 
 
 def kernel_param(module, kernel_init, hwio_shape, kernel_layout):
@@ -59,9 +63,8 @@ def kernel_param(module, kernel_init, hwio_shape, kernel_layout):
 
 def to_kernel_layout(params, source, target):
   """A parameter tree with every kernel (each 4-D leaf) moved from layout `source` to `target`."""
-  for layout in (source, target):
-    if layout not in KERNEL_LAYOUTS:
-      raise ValueError(f"kernel layout {layout!r}; expected one of {KERNEL_LAYOUTS}")
+  check_kernel_layout(source)
+  check_kernel_layout(target)
   if source == target:
     return params
   axes = _HWIO_TO_OHWI if target == "OHWI" else _OHWI_TO_HWIO
