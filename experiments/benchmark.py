@@ -19,8 +19,9 @@ SPEC's released-code figures on an H200 are printed beside each case for referen
 and scratch, less donated buffers it reuses), `peak_memory_gib_so_far` the device's peak since
 the process started (cumulative over the cases run so far). Train
 steps compile as training compiles them (`--conv-fusion`, default off: `model.conv_fusion`),
-with the parameters in `--kernel-layout` (default OHWI: `model.kernel_layout`) and the train
-state kept flat as training keeps it (training/flat_params.py).
+with the parameters in `--kernel-layout` (default OHWI: `model.kernel_layout`), float32 weight
+gradients as `--weight-gradient` says (default auto: `model.weight_gradient`, scaled float16 on a
+GPU) and the train state kept flat as training keeps it (training/flat_params.py).
 
 Data parallelism: train cases' batches are per device. `--devices N` drives N local devices from
 this process; `--processes N` re-launches this script as N processes of one jax.distributed run
@@ -51,6 +52,7 @@ from jax.experimental import multihost_utils
 from bambnet_jax import inference
 from bambnet_jax.losses import reblur
 from bambnet_jax.models import blocks
+from bambnet_jax.models import convolution
 from bambnet_jax.models import networks
 from bambnet_jax.training import launch as launch_lib
 from bambnet_jax.training import parallel
@@ -110,10 +112,10 @@ def _batch(rng, n, size, keys=("left", "right", "sharp")):
 
 
 def train_case(kind, batch_size, size, dtype, width, mesh, matmul_conv_below=0, fuse_branches=False,
-               conv_fusion="off", kernel_layout="OHWI"):
+               conv_fusion="off", kernel_layout="OHWI", weight_gradient="auto"):
   config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below,
                                  fuse_branches=fuse_branches, conv_fusion=conv_fusion,
-                                 kernel_layout=kernel_layout)
+                                 kernel_layout=kernel_layout, weight_gradient=weight_gradient)
   options = networks.compiler_options(config)  # as training compiles its steps
   optimizer = optax.adam(1e-4)
   rng = np.random.default_rng(0)
@@ -195,7 +197,8 @@ def make_cases(args, mesh):
                fuse_branches=getattr(args, "fuse_branches", False),
                kernel_layout=getattr(args, "kernel_layout", "OHWI"))
   # How training compiles its steps; inference is compiled as `bambnet restore` compiles it.
-  train = dict(model, mesh=mesh, conv_fusion=getattr(args, "conv_fusion", "off"))
+  train = dict(model, mesh=mesh, conv_fusion=getattr(args, "conv_fusion", "off"),
+               weight_gradient=getattr(args, "weight_gradient", "auto"))
   tiled = dict(model, frame=getattr(args, "frame", "6720x4480"), tile=getattr(args, "tile", inference.DEFAULT_TILE),
                overlap=getattr(args, "overlap", inference.DEFAULT_OVERLAP))
   return {
@@ -247,7 +250,8 @@ def run_case(name, case, args, mesh):
   device = jax.local_devices()[0]
   record = {"case": name, "device": device.device_kind, "processes": jax.process_count(),
             "matmul_conv_below": args.matmul_conv_below, "fuse_branches": args.fuse_branches,
-            "conv_fusion": args.conv_fusion, "kernel_layout": args.kernel_layout}
+            "conv_fusion": args.conv_fusion, "kernel_layout": args.kernel_layout,
+            "weight_gradient": args.weight_gradient}
   if isinstance(case, TiledCase):
     compile_s, memory_gib = compiled_memory(*case.network_call)
     ms = time_frames(case, args.tiled_runs)
@@ -347,6 +351,9 @@ def main(argv=None):
                       help="model.conv_fusion: train steps' convs as cuDNN fusions (auto: off, as in old configs)")
   parser.add_argument("--kernel-layout", choices=blocks.KERNEL_LAYOUTS, default="OHWI",
                       help="model.kernel_layout: how conv kernels are stored")
+  parser.add_argument("--weight-gradient", choices=convolution.WEIGHT_GRADIENTS, default="auto",
+                      help="model.weight_gradient: float32 train steps' 3x3 weight gradients from scaled float16 "
+                           "operands (auto: on a GPU) or native (TF32 on a GPU)")
   parser.add_argument("--frame", default="6720x4480", help="WIDTHxHEIGHT of the tiled inference cases' frame")
   parser.add_argument("--tile", type=int, default=inference.DEFAULT_TILE, help="tile side of the tiled cases")
   parser.add_argument("--overlap", type=int, default=inference.DEFAULT_OVERLAP, help="tile overlap of the tiled cases")

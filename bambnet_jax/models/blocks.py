@@ -2,8 +2,8 @@
 
 Every convolution has a bias and zero "same" padding, as in the released model. Parameters are
 float32. How the convolutions compute is one `ConvSpec`, handed down from the network to every
-block: the compute dtype, and two choices (matmul threshold, kernel layout) that change neither
-the function nor the parameters' values.
+block: the compute dtype, two choices (matmul threshold, kernel layout) that change neither
+the function nor the parameters' values, and how float32 3x3 convs compute their weight gradient.
 """
 
 import dataclasses
@@ -13,6 +13,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from bambnet_jax.models import convolution
 
 # PyTorch's default conv initialisation (uniform, bound 1 / sqrt(fan_in)), which the released
 # model trains from. Flax's default (LeCun normal) is sqrt(3) larger; through the deep residual
@@ -33,13 +35,20 @@ class ConvSpec:
   kernel_layout: how kernels are stored: "HWIO" (Flax's convention) or "OHWI" (cuDNN's, so a
     training step need not transpose every kernel into and out of it). Both initialise to the
     same values.
+  weight_gradient: "native" or "float16": how float32 3x3 convs on maps of at least
+    `convolution.FLOAT16_MIN_PIXELS` (cuDNN's, not the matmul ones) compute their weight gradient
+    (`convolution.py`; resolve "auto" with `convolution.resolve_weight_gradient` first). Changes
+    only the gradient's rounding.
   """
   dtype: Any = jnp.float32
   matmul_below: int = 0
   kernel_layout: str = "HWIO"
+  weight_gradient: str = "native"
 
   def __post_init__(self):
     check_kernel_layout(self.kernel_layout)
+    if self.weight_gradient not in ("native", "float16"):
+      raise ValueError(f"ConvSpec.weight_gradient {self.weight_gradient!r}; expected 'native' or 'float16'")
     object.__setattr__(self, "dtype", jnp.dtype(self.dtype))  # "bfloat16" and jnp.bfloat16 alike
 
   def full_resolution(self):
@@ -71,9 +80,16 @@ def to_kernel_layout(params, source, target):
   return jax.tree_util.tree_map(lambda x: x.transpose(axes) if x.ndim == 4 else x, params)
 
 
-def conv(x, kernel, kernel_layout):
-  """Stride-1 zero-"same"-padded convolution of NHWC `x` with a kernel in `kernel_layout`."""
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", kernel_layout, "NHWC"))
+def conv(x, kernel, kernel_layout, weight_gradient="native", min_pixels=convolution.FLOAT16_MIN_PIXELS):
+  """Stride-1 zero-"same"-padded convolution of NHWC `x` with a kernel in `kernel_layout`.
+
+  weight_gradient="float16": a float32 conv on a map of at least `min_pixels` (H x W) takes its
+  weight gradient from scaled float16 operands (`convolution.float16_weight_gradient`); the
+  function and x's gradient are unchanged.
+  """
+  if weight_gradient == "float16" and x.dtype == jnp.float32 and x.shape[1] * x.shape[2] >= min_pixels:
+    return convolution.conv_float16_weight_gradient(x, kernel, kernel_layout)
+  return convolution.same_conv(x, kernel, kernel_layout)
 
 
 class Conv1x1(nn.Module):
@@ -124,7 +140,7 @@ class Conv3x3(nn.Module):
     if x.shape[1] * x.shape[2] < self.spec.matmul_below:
       y = conv3x3_as_matmul(x, to_kernel_layout(kernel, layout, "HWIO"))
     else:
-      y = conv(x, kernel, layout)
+      y = conv(x, kernel, layout, self.spec.weight_gradient)
     return y + bias
 
 

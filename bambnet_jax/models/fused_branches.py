@@ -26,7 +26,8 @@ def _conv_params(stage, num_blocks, t):
 def grouped_conv3x3(inputs, kernels, biases, spec=blocks.ConvSpec()):
   """Each input (N, H, W, C) convolved with its own 3x3 kernel, as one grouped convolution.
 
-  `spec.matmul_below` does not apply: a grouped conv is one call already."""
+  `spec.matmul_below` does not apply (a grouped conv is one call already), nor does
+  `spec.weight_gradient` (the weight gradient stays XLA's)."""
   dtype, layout = spec.dtype, spec.kernel_layout
   x = jnp.concatenate([i.astype(dtype) for i in inputs], axis=-1)
   kernel = jnp.concatenate([k.astype(dtype) for k in kernels], axis=layout.index("O"))

@@ -1,0 +1,120 @@
+"""models/convolution.py: the weight gradient of float32 convs from scaled float16 operands,
+against NumPy's sums over the taps, and the nets that use it against the native ones."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bambnet_jax.models import blocks
+from bambnet_jax.models import convolution
+from bambnet_jax.models import networks
+import net_equivalence
+
+
+def numpy_weight_gradient(x, dy, window):
+  """dW (OHWI) of a zero-"same"-padded stride-1 conv: the sum over pixels of each tap's products."""
+  (kh, kw), (n, h, w, _) = window, x.shape
+  padded = np.pad(np.asarray(x, np.float64), ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  dy = np.asarray(dy, np.float64)
+  taps = [[np.einsum("nhwi,nhwo->oi", padded[:, a:a + h, b:b + w], dy) for b in range(kw)] for a in range(kh)]
+  return np.stack([np.stack(row, 1) for row in taps], 1)  # (o, kh, kw, i)
+
+
+def _sample(shape_x, channels_out, seed=0):
+  rng = np.random.default_rng(seed)
+  x = np.maximum(rng.standard_normal(shape_x), 0) * 3
+  dy = rng.standard_t(3, shape_x[:-1] + (channels_out,)) * 1e-5
+  return jnp.asarray(x, jnp.float32), jnp.asarray(dy, jnp.float32)
+
+
+def _relative_error(got, want):
+  return np.linalg.norm(np.asarray(got, np.float64) - want) / np.linalg.norm(want)
+
+
+@pytest.mark.parametrize("window", [(3, 3), (5, 5), (1, 1)])
+def test_the_backward_filter_conv_is_numpys_weight_gradient_and_autodiffs(window):
+  x, dy = _sample((2, 7, 9, 5), 6)
+  want = numpy_weight_gradient(x, dy, window)
+  got = convolution.weight_gradient(x, dy, window, precision="highest")
+  assert _relative_error(got, want) < 1e-6
+  autodiff = jax.vjp(lambda k: convolution.same_conv(x, k, "OHWI"), jnp.zeros((6, *window, 5)))[1](dy)[0]
+  assert _relative_error(autodiff, want) < 1e-6
+
+
+def test_float16_weight_gradient_is_within_float16_rounding_at_any_scale_per_channel():
+  """Channels 1e-6 and 3e4 strong (unscaled, 3e4 x 3e4 products overflow float16, 1e-6 x 1e-5 ones
+  underflow): each block of the gradient is within ~2^-11 of its own NumPy value."""
+  x, dy = _sample((2, 8, 8, 4), 3, seed=1)
+  x = x * jnp.asarray([1e-6, 1.0, 3e4, 1.0])
+  dy = dy * jnp.asarray([1e5, 3e9, 1.0])
+  got = np.asarray(convolution.float16_weight_gradient(x, dy, (3, 3)), np.float64)
+  want = numpy_weight_gradient(x, dy, (3, 3))
+  assert np.isfinite(got).all()
+  for o in range(3):
+    for i in range(4):
+      assert _relative_error(got[o, :, :, i], want[o, :, :, i]) < 2e-3, (o, i)
+  unscaled = convolution.weight_gradient(x.astype(jnp.float16), dy.astype(jnp.float16), (3, 3), jnp.float16)
+  assert not np.isfinite(np.asarray(unscaled)).all()  # what the scaling prevents
+
+
+def test_float16_weight_gradient_scales_exactly_and_keeps_nonfinite_and_zero_channels():
+  x, dy = _sample((1, 6, 6, 3), 2, seed=2)
+  scales = np.asarray(convolution.channel_scales(x))
+  assert np.all(np.log2(scales) == np.round(np.log2(scales)))  # powers of two
+  assert np.all(np.linalg.norm(np.asarray(x * scales).reshape(-1, 3), axis=0) <= 2.0 ** 7)
+  zero_channel = x.at[..., 1].set(0.0)
+  got = np.asarray(convolution.float16_weight_gradient(zero_channel, dy, (3, 3)))
+  assert np.isfinite(got).all() and np.all(got[..., 1] == 0)
+  with_nan = dy.at[0, 2, 3, 0].set(jnp.nan)
+  assert np.isnan(np.asarray(convolution.float16_weight_gradient(x, with_nan, (3, 3)))[0]).all()
+
+
+@pytest.mark.parametrize("layout", blocks.KERNEL_LAYOUTS)
+def test_the_float16_conv_changes_only_the_kernels_gradient_and_only_by_rounding(layout):
+  x, dy = _sample((2, 8, 10, 4), 5, seed=3)
+  kernel = blocks.to_kernel_layout(jax.random.normal(jax.random.key(0), (3, 3, 4, 5)) * 0.1, "HWIO", layout)
+  native = lambda x, k: convolution.same_conv(x, k, layout)
+  ours = lambda x, k: blocks.conv(x, k, layout, "float16", min_pixels=0)
+  np.testing.assert_array_equal(ours(x, kernel), native(x, kernel))
+  (dx_native, dk_native), (dx_ours, dk_ours) = (jax.vjp(f, x, kernel)[1](dy) for f in (native, ours))
+  np.testing.assert_array_equal(dx_ours, dx_native)
+  want = numpy_weight_gradient(x, dy, (3, 3))
+  assert _relative_error(blocks.to_kernel_layout(dk_ours, layout, "OHWI"), want) < 2e-3
+  assert dk_ours.shape == kernel.shape and dk_ours.dtype == jnp.float32
+
+
+def test_weight_gradient_modes_resolve_per_platform_and_dtype():
+  assert convolution.resolve_weight_gradient("auto", "float32", "gpu") == "float16"
+  assert convolution.resolve_weight_gradient("auto", "bfloat16", "gpu") == "native"
+  assert convolution.resolve_weight_gradient("auto", "float32", "cpu") == "native"
+  assert convolution.resolve_weight_gradient("float16", "float32", "cpu") == "float16"
+  with pytest.raises(ValueError, match="weight gradient 'fp16'"):
+    convolution.resolve_weight_gradient("fp16", "float32", "gpu")
+  with pytest.raises(ValueError, match="weight_gradient 'auto'"):
+    blocks.ConvSpec(weight_gradient="auto")
+  config = networks.model_config()
+  assert networks.conv_spec(config).weight_gradient == "native"  # auto, on this CPU
+  del config["weight_gradient"]  # a config written before the field
+  assert networks.conv_spec(config).weight_gradient == "native"
+
+
+def test_small_maps_keep_the_native_weight_gradient():
+  kernel = jnp.ones((2, 3, 3, 2))
+  for height, want_float16 in ((127, False), (128, True)):
+    x = jnp.ones((1, height, 128, 2))
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda k: jnp.sum(blocks.conv(x, k, "OHWI", "float16"))))(kernel))
+    assert ("f16[" in jaxpr) == want_float16, height
+
+
+@pytest.mark.parametrize("net", ["deblur", "coc"])
+def test_a_net_with_float16_weight_gradients_has_the_same_outputs_and_nearly_the_same_gradients(net):
+  """128 x 128 inputs: the full-resolution convs take the float16 path, the branches' lower stages not."""
+  native = networks.model_config(width=8, branch_capacities=(1, 4), weight_gradient="native")
+  float16 = networks.model_config(width=8, branch_capacities=(1, 4), weight_gradient="float16")
+  net_equivalence.assert_same_function(net, native, float16, image_size=128, gradient_error=5e-3)
+  params = networks.init_params(net, native, jax.random.key(0))
+  x = jnp.zeros((1, 128, 128, 6))
+  jaxprs = [str(jax.make_jaxpr(jax.grad(lambda p, c=c: jnp.sum(networks.build(net, c).apply({"params": p}, x))))(params))
+            for c in (native, float16)]
+  assert "f16[" not in jaxprs[0] and "f16[" in jaxprs[1]  # the float16 path was taken
