@@ -19,7 +19,7 @@ cuDNN's weight gradient; this script is kept so the trial can be rerun or improv
 Part 1 times the kernel against XLA's (cuDNN's) weight gradient of a 64 -> 64 3x3 conv at batch
 2, for each configuration in --configs, with its largest difference from XLA's float32 result
 relative to XLA's largest value. Part 2 times the float32 deblurring step at batch 2
-(`benchmark.py`'s case) as it is, then with every 3x3 convolution of at least --min-pixels
+(`benchmark.py`'s case, with XLA's TF32 weight gradients) as it is, then with every 3x3 convolution of at least --min-pixels
 pixels taking its weight gradient from the fastest configuration (patched into `blocks.conv` for
 this measurement only). One JSON line per measurement.
 """
@@ -167,13 +167,13 @@ def patched_conv(options, min_pixels):
   gradient from the kernel (where its shapes allow)."""
   original = blocks.conv
 
-  def conv(x, kernel, kernel_layout):
+  def conv(x, kernel, kernel_layout, *native_options):
     n, h, w, _ = x.shape
     if (kernel_layout == "OHWI" and kernel.shape[1:3] == (3, 3) and x.dtype == jnp.float32
         and h * w >= min_pixels and (n * h * w) % options["chunk"] == 0 and kernel.shape[0] % 16 == 0
         and x.shape[-1] % 16 == 0):
       return conv3x3_pallas_wgrad(x, kernel, **options)
-    return original(x, kernel, kernel_layout)
+    return original(x, kernel, kernel_layout, *native_options)
 
   return conv
 
@@ -185,7 +185,7 @@ def step_trials(options, min_pixels, runs, size=512, width=64):
     if label == "pallas":
       blocks.conv = patched_conv(options, min_pixels)
     try:
-      fn, args, _ = benchmark.train_case("deblur", 2, size, "float32", width, mesh)
+      fn, args, _ = benchmark.train_case("deblur", 2, size, "float32", width, mesh, weight_gradient="native")
       start = time.perf_counter()
       out = fn(*args)
       jax.block_until_ready(out)

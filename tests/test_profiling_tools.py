@@ -17,6 +17,7 @@ sys.path.insert(0, str(REPO / "experiments"))
 import bench_conv_kernels  # pylint: disable=g-import-not-at-top,wrong-import-position
 import bench_floors  # pylint: disable=g-import-not-at-top,wrong-import-position
 import bench_pallas_wgrad  # pylint: disable=g-import-not-at-top,wrong-import-position
+import bench_wgrad_formats  # pylint: disable=g-import-not-at-top,wrong-import-position
 import profile_step  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -139,7 +140,7 @@ def test_pallas_weight_gradient_is_numpys_and_the_net_s_gradients_are_xla_s():
   options = dict(precision="tf32", chunk=512, block=64, num_warps=4, num_stages=3)
   original, patched = blocks.conv, bench_pallas_wgrad.patched_conv(options, min_pixels=0)
   routed = []
-  blocks.conv = lambda x, kernel, layout: (routed.append(x.shape), patched(x, kernel, layout))[1]
+  blocks.conv = lambda x, kernel, *rest: (routed.append(x.shape), patched(x, kernel, *rest))[1]
   try:
     got = _deblur_net_gradients(params, model, views, target)
   finally:
@@ -148,3 +149,17 @@ def test_pallas_weight_gradient_is_numpys_and_the_net_s_gradients_are_xla_s():
   for (path, want), have in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree_util.tree_leaves(got)):
     np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-6 * float(np.abs(want).max()), err_msg=jax.tree_util.keystr(path))
   assert max(float(np.abs(g).max()) for g in jax.tree_util.tree_leaves(expected["body"])) > 0
+
+
+def test_weight_gradient_formats_benchmark_reports_each_format_s_time_and_error(capsys):
+  x, dy = bench_wgrad_formats.sample_inputs(2, 6, 4)
+  w = np.zeros((4, 3, 3, 4))
+  want = _numpy_conv_passes(np.asarray(x, np.float64), w, np.asarray(dy, np.float64))[2]
+  np.testing.assert_allclose(bench_wgrad_formats.autodiff_weight_gradient(x, dy), want, rtol=1e-5,
+                             atol=1e-6 * np.abs(want).max())
+  bench_wgrad_formats.main(["--sizes", "8", "--channels", "4", "--burst", "1", "--repeats", "1"])
+  records = {r["variant"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+  assert set(records) == set(bench_wgrad_formats.variants(x, dy)) and all(r["us"] > 0 for r in records.values())
+  assert records["highest"]["rel_fro_err"] == 0.0
+  assert 0 < records["float16"]["rel_fro_err"] < 2e-3 and records["tf32_autodiff"]["rel_fro_err"] < 1e-6  # CPU: float32
+  assert "rel_fro_err" not in records["float16_kernel"]
