@@ -19,9 +19,10 @@ cuDNN's weight gradient; this script is kept so the trial can be rerun or improv
 Part 1 times the kernel against XLA's (cuDNN's) weight gradient of a 64 -> 64 3x3 conv at batch
 2, for each configuration in --configs, with its largest difference from XLA's float32 result
 relative to XLA's largest value. Part 2 times the float32 deblurring step at batch 2
-(`benchmark.py`'s case, with XLA's TF32 weight gradients) as it is, then with every 3x3 convolution of at least --min-pixels
-pixels taking its weight gradient from the fastest configuration (patched into `blocks.conv` for
-this measurement only). One JSON line per measurement.
+(`benchmark.py`'s case, with XLA's TF32 weight gradients) as it is, then with every 3x3
+convolution of at least --min-pixels pixels taking its weight gradient from the fastest
+configuration (patched into `blocks.conv` for this measurement only). One JSON line per
+measurement.
 """
 
 import argparse

@@ -10,15 +10,7 @@ from bambnet_jax.models import blocks
 from bambnet_jax.models import convolution
 from bambnet_jax.models import networks
 import net_equivalence
-
-
-def numpy_weight_gradient(x, dy, window):
-  """dW (OHWI) of a zero-"same"-padded stride-1 conv: the sum over pixels of each tap's products."""
-  (kh, kw), (_, h, w, _) = window, x.shape
-  padded = np.pad(np.asarray(x, np.float64), ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-  dy = np.asarray(dy, np.float64)
-  taps = [[np.einsum("nhwi,nhwo->oi", padded[:, a:a + h, b:b + w], dy) for b in range(kw)] for a in range(kh)]
-  return np.stack([np.stack(row, 1) for row in taps], 1)  # (o, kh, kw, i)
+from numpy_conv import weight_gradient as numpy_weight_gradient
 
 
 def _sample(shape_x, channels_out, seed=0):

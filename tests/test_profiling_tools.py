@@ -11,6 +11,7 @@ import numpy as np
 
 from bambnet_jax.models import blocks
 from bambnet_jax.models import networks
+import numpy_conv
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
@@ -91,24 +92,10 @@ def test_idle_gaps_are_binned_by_length_per_step():
       "under_5us": 0.001, "under_20us": 0.005, "under_100us": 0.025, "over_100us": 0.2}
 
 
-def _numpy_conv_passes(x, w, dy):
-  """Forward, dgrad and wgrad of a stride-1 zero-padded 3x3 conv, NHWC with an OHWI kernel."""
-  n, h, wd, _ = x.shape
-  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  windows = np.stack([padded[:, i:i + h, j:j + wd] for i in range(3) for j in range(3)], axis=3)  # n h w 9 c
-  taps = w.reshape(w.shape[0], 9, w.shape[-1])  # o, 9, i
-  forward = np.einsum("nhwki,oki->nhwo", windows, taps)
-  wgrad = np.einsum("nhwki,nhwo->oki", windows, dy).reshape(w.shape)
-  dx_padded = np.zeros_like(padded)
-  for k, (i, j) in enumerate((i, j) for i in range(3) for j in range(3)):
-    dx_padded[:, i:i + h, j:j + wd] += np.einsum("nhwo,oi->nhwi", dy, taps[:, k])
-  return forward, dx_padded[:, 1:-1, 1:-1], wgrad
-
-
 def test_conv_kernel_benchmark_times_the_passes_numpy_computes(capsys):
   calls, wait, _, inputs = bench_conv_kernels.jax_passes(2, 6, 5, "float32")
   x, w, dy = (np.asarray(inputs[k], np.float64) for k in ("x", "w", "dy"))
-  expected = dict(zip(("forward", "dgrad", "wgrad"), _numpy_conv_passes(x, w, dy)), bias_grad=dy.sum((0, 1, 2)))
+  expected = dict(zip(("forward", "dgrad", "wgrad"), numpy_conv.conv3x3_passes(x, w, dy)), bias_grad=dy.sum((0, 1, 2)))
   for name, reference in expected.items():
     np.testing.assert_allclose(np.asarray(wait(calls[name]())), reference, rtol=1e-4, atol=1e-4, err_msg=name)
   bench_conv_kernels.main(["--sizes", "8", "--channels", "4", "--dtypes", "float32", "--burst", "1", "--repeats", "1"])
@@ -129,7 +116,7 @@ def test_pallas_weight_gradient_is_numpys_and_the_net_s_gradients_are_xla_s():
   x, dy = (rng.standard_normal((2, 8, 16, 16)).astype(np.float32) for _ in range(2))
   for precision in bench_pallas_wgrad.PRECISIONS:
     got = bench_pallas_wgrad.conv3x3_weight_gradient(x, dy, chunk=64, block=16, precision=precision)
-    np.testing.assert_allclose(got, _numpy_conv_passes(x, np.zeros((16, 3, 3, 16)), dy)[2], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, numpy_conv.weight_gradient(x, dy), rtol=1e-4, atol=1e-4)
   config = networks.model_config(width=16, branch_capacities=(1, 4))
   model = networks.build("deblur", config)
   params = networks.init_params("deblur", config, jax.random.key(0))
@@ -153,8 +140,7 @@ def test_pallas_weight_gradient_is_numpys_and_the_net_s_gradients_are_xla_s():
 
 def test_weight_gradient_formats_benchmark_reports_each_format_s_time_and_error(capsys):
   x, dy = bench_wgrad_formats.sample_inputs(2, 6, 4)
-  w = np.zeros((4, 3, 3, 4))
-  want = _numpy_conv_passes(np.asarray(x, np.float64), w, np.asarray(dy, np.float64))[2]
+  want = numpy_conv.weight_gradient(x, dy)
   np.testing.assert_allclose(bench_wgrad_formats.autodiff_weight_gradient(x, dy), want, rtol=1e-5,
                              atol=1e-6 * np.abs(want).max())
   bench_wgrad_formats.main(["--sizes", "8", "--channels", "4", "--burst", "1", "--repeats", "1"])

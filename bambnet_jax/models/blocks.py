@@ -21,8 +21,6 @@ from bambnet_jax.models import convolution
 # branches that saturates the sigmoid and the COC clamp at initialisation, and training stalls.
 TORCH_DEFAULT_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 KERNEL_LAYOUTS = ("HWIO", "OHWI")
-_HWIO_TO_OHWI = (3, 0, 1, 2)
-_OHWI_TO_HWIO = (1, 2, 3, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +45,9 @@ class ConvSpec:
 
   def __post_init__(self):
     check_kernel_layout(self.kernel_layout)
-    if self.weight_gradient not in ("native", "float16"):
-      raise ValueError(f"ConvSpec.weight_gradient {self.weight_gradient!r}; expected 'native' or 'float16'")
+    if self.weight_gradient not in convolution.RESOLVED_WEIGHT_GRADIENTS:
+      raise ValueError(f"ConvSpec.weight_gradient {self.weight_gradient!r}; expected one of "
+                       f"{convolution.RESOLVED_WEIGHT_GRADIENTS}")
     object.__setattr__(self, "dtype", jnp.dtype(self.dtype))  # "bfloat16" and jnp.bfloat16 alike
 
   def full_resolution(self):
@@ -76,7 +75,7 @@ def to_kernel_layout(params, source, target):
   check_kernel_layout(target)
   if source == target:
     return params
-  axes = _HWIO_TO_OHWI if target == "OHWI" else _OHWI_TO_HWIO
+  axes = convolution.HWIO_TO_OHWI if target == "OHWI" else convolution.OHWI_TO_HWIO
   return jax.tree_util.tree_map(lambda x: x.transpose(axes) if x.ndim == 4 else x, params)
 
 

@@ -32,7 +32,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-WEIGHT_GRADIENTS = ("auto", "native", "float16")
+RESOLVED_WEIGHT_GRADIENTS = ("native", "float16")  # what "auto" resolves to; what a ConvSpec holds
+WEIGHT_GRADIENTS = ("auto",) + RESOLVED_WEIGHT_GRADIENTS
+HWIO_TO_OHWI = (3, 0, 1, 2)  # kernel layout permutations
+OHWI_TO_HWIO = (1, 2, 3, 0)
 _CHANNEL_NORM_BOUND = 2.0 ** 7  # two such norms bound every float16 gradient entry by 2^14
 # Smaller maps keep the native weight gradient: there the conversions and norms cost about what
 # the TF32 kernel does (H100, float32 step at batch 2: 36.2 ms with every 3x3 conv on float16,
@@ -77,16 +80,20 @@ def channel_scales(t):
   return jnp.where(norms > 0, jnp.exp2(jnp.floor(jnp.log2(_CHANNEL_NORM_BOUND / safe))), 1.0)
 
 
-def float16_weight_gradient(x, dy, window):
-  """`weight_gradient(x, dy, window)` from power-of-two-scaled float16 operands; float32 OHWI."""
+def float16_weight_gradient(x, dy, window, out_dtype=jnp.float16):
+  """`weight_gradient(x, dy, window)` from power-of-two-scaled float16 operands; float32 OHWI.
+
+  out_dtype: what cuDNN is asked for. float32 gains nothing: XLA then converts the operands back
+  to float32 and runs the TF32 kernel (experiments/bench_wgrad_formats.py).
+  """
   x_scales, dy_scales = channel_scales(x), channel_scales(dy)
   scaled = weight_gradient((x * x_scales).astype(jnp.float16), (dy * dy_scales).astype(jnp.float16), window,
-                           out_dtype=jnp.float16)
+                           out_dtype=out_dtype)
   return scaled.astype(jnp.float32) / (dy_scales[:, None, None, None] * x_scales)
 
 
 def _to_layout(ohwi, kernel_layout):
-  return ohwi if kernel_layout == "OHWI" else ohwi.transpose(1, 2, 3, 0)  # OHWI -> HWIO
+  return ohwi if kernel_layout == "OHWI" else ohwi.transpose(OHWI_TO_HWIO)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
