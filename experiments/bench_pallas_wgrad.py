@@ -186,7 +186,7 @@ def step_trials(options, min_pixels, runs, size=512, width=64):
     if label == "pallas":
       blocks.conv = patched_conv(options, min_pixels)
     try:
-      fn, args, _ = benchmark.train_case("deblur", 2, size, "float32", width, mesh, weight_gradient="native")
+      fn, args, _ = benchmark.train_case("deblur", 2, size, "float32", width, mesh, conv_gradients="native")
       start = time.perf_counter()
       out = fn(*args)
       jax.block_until_ready(out)

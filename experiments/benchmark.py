@@ -19,8 +19,8 @@ SPEC's released-code figures on an H200 are printed beside each case for referen
 and scratch, less donated buffers it reuses), `peak_memory_gib_so_far` the device's peak since
 the process started (cumulative over the cases run so far). Train
 steps compile as training compiles them (`--conv-fusion`, default off: `model.conv_fusion`),
-with the parameters in `--kernel-layout` (default OHWI: `model.kernel_layout`), float32 weight
-gradients as `--weight-gradient` says (default auto: `model.weight_gradient`, scaled float16 on a
+with the parameters in `--kernel-layout` (default OHWI: `model.kernel_layout`), float32 conv
+gradients as `--conv-gradients` says (default auto: `model.conv_gradients`, scaled float16 on a
 GPU) and the train state kept flat as training keeps it (training/flat_params.py).
 
 Data parallelism: train cases' batches are per device. `--devices N` drives N local devices from
@@ -112,10 +112,10 @@ def _batch(rng, n, size, keys=("left", "right", "sharp")):
 
 
 def train_case(kind, batch_size, size, dtype, width, mesh, matmul_conv_below=0, fuse_branches=False,
-               conv_fusion="off", kernel_layout="OHWI", weight_gradient="auto"):
+               conv_fusion="off", kernel_layout="OHWI", conv_gradients="auto"):
   config = networks.model_config(width=width, dtype=dtype, matmul_conv_below=matmul_conv_below,
                                  fuse_branches=fuse_branches, conv_fusion=conv_fusion,
-                                 kernel_layout=kernel_layout, weight_gradient=weight_gradient)
+                                 kernel_layout=kernel_layout, conv_gradients=conv_gradients)
   options = networks.compiler_options(config)  # as training compiles its steps
   optimizer = optax.adam(1e-4)
   rng = np.random.default_rng(0)
@@ -198,7 +198,7 @@ def make_cases(args, mesh):
                kernel_layout=getattr(args, "kernel_layout", "OHWI"))
   # How training compiles its steps; inference is compiled as `bambnet restore` compiles it.
   train = dict(model, mesh=mesh, conv_fusion=getattr(args, "conv_fusion", "off"),
-               weight_gradient=getattr(args, "weight_gradient", "auto"))
+               conv_gradients=getattr(args, "conv_gradients", "auto"))
   tiled = dict(model, frame=getattr(args, "frame", "6720x4480"), tile=getattr(args, "tile", inference.DEFAULT_TILE),
                overlap=getattr(args, "overlap", inference.DEFAULT_OVERLAP))
   return {
@@ -251,7 +251,7 @@ def run_case(name, case, args, mesh):
   record = {"case": name, "device": device.device_kind, "processes": jax.process_count(),
             "matmul_conv_below": args.matmul_conv_below, "fuse_branches": args.fuse_branches,
             "conv_fusion": args.conv_fusion, "kernel_layout": args.kernel_layout,
-            "weight_gradient": args.weight_gradient}
+            "conv_gradients": args.conv_gradients}
   if isinstance(case, TiledCase):
     compile_s, memory_gib = compiled_memory(*case.network_call)
     ms = time_frames(case, args.tiled_runs)
@@ -351,8 +351,8 @@ def main(argv=None):
                       help="model.conv_fusion: train steps' convs as cuDNN fusions (auto: off, as in old configs)")
   parser.add_argument("--kernel-layout", choices=blocks.KERNEL_LAYOUTS, default="OHWI",
                       help="model.kernel_layout: how conv kernels are stored")
-  parser.add_argument("--weight-gradient", choices=convolution.WEIGHT_GRADIENTS, default="auto",
-                      help="model.weight_gradient: float32 train steps' 3x3 weight gradients from scaled float16 "
+  parser.add_argument("--conv-gradients", choices=convolution.CONV_GRADIENTS, default="auto",
+                      help="model.conv_gradients: float32 train steps' 3x3 conv gradients from scaled float16 "
                            "operands (auto: on a GPU) or native (TF32 on a GPU)")
   parser.add_argument("--frame", default="6720x4480", help="WIDTHxHEIGHT of the tiled inference cases' frame")
   parser.add_argument("--tile", type=int, default=inference.DEFAULT_TILE, help="tile side of the tiled cases")

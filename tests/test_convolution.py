@@ -1,5 +1,5 @@
-"""models/convolution.py: the weight gradient of float32 convs from scaled float16 operands,
-against NumPy's sums over the taps, and the nets that use it against the native ones."""
+"""models/convolution.py: the input and weight gradients of float32 convs from scaled float16
+operands, against NumPy's sums over the taps, and the nets that use them against the native ones."""
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +10,7 @@ from bambnet_jax.models import blocks
 from bambnet_jax.models import convolution
 from bambnet_jax.models import networks
 import net_equivalence
+from numpy_conv import conv3x3_passes
 from numpy_conv import weight_gradient as numpy_weight_gradient
 
 
@@ -50,7 +51,43 @@ def test_float16_weight_gradient_is_within_float16_rounding_at_any_scale_per_cha
   assert not np.isfinite(np.asarray(unscaled)).all()  # what the scaling prevents
 
 
-def test_float16_weight_gradient_scales_exactly_and_keeps_nonfinite_and_zero_channels():
+def _kernel(channels_in, channels_out, in_scales=None, seed=0):
+  kernel = jax.random.normal(jax.random.key(seed), (channels_out, 3, 3, channels_in)) * 0.1  # OHWI
+  return kernel if in_scales is None else kernel * jnp.asarray(in_scales)
+
+
+def _numpy_input_gradient(dy, kernel):
+  dy, kernel = np.asarray(dy, np.float64), np.asarray(kernel, np.float64)
+  x = np.zeros(dy.shape[:-1] + kernel.shape[-1:])
+  return conv3x3_passes(x, kernel, dy)[1]
+
+
+def test_the_input_gradient_conv_is_numpys_and_autodiffs():
+  _, dy = _sample((2, 7, 9, 5), 6)
+  kernel = _kernel(5, 6)
+  want = _numpy_input_gradient(dy, kernel)
+  assert _relative_error(convolution.input_gradient(dy, kernel), want) < 1e-6
+  autodiff = jax.vjp(lambda x: convolution.same_conv(x, kernel, "OHWI"), jnp.zeros((2, 7, 9, 5)))[1](dy)[0]
+  assert _relative_error(autodiff, want) < 1e-6
+
+
+def test_float16_input_gradient_is_within_float16_rounding_at_any_scale_per_channel():
+  """dy's channels 1e-5 to 3e4 strong (unscaled, the strong ones overflow float16, the weak ones
+  underflow), the kernel's input channels 1e-6 to 3e4: each channel of dx is within ~2^-11 of
+  its own NumPy value."""
+  _, dy = _sample((2, 8, 8, 4), 3, seed=4)
+  dy = dy * jnp.asarray([1.0, 3e9, 1e5])
+  kernel = _kernel(4, 3, in_scales=[1e-6, 1.0, 3e4, 1.0])
+  got = np.asarray(convolution.float16_input_gradient(dy, kernel), np.float64)
+  want = _numpy_input_gradient(dy, kernel)
+  assert np.isfinite(got).all()
+  for i in range(4):
+    assert _relative_error(got[..., i], want[..., i]) < 2e-3, i
+  unscaled = convolution.input_gradient(dy.astype(jnp.float16), kernel.astype(jnp.float16))
+  assert not np.isfinite(np.asarray(unscaled)).all()  # what the scaling prevents
+
+
+def test_float16_gradients_scale_exactly_and_keep_nonfinite_and_zero_channels():
   x, dy = _sample((1, 6, 6, 3), 2, seed=2)
   scales = np.asarray(convolution.channel_scales(x))
   assert np.all(np.log2(scales) == np.round(np.log2(scales)))  # powers of two
@@ -58,52 +95,64 @@ def test_float16_weight_gradient_scales_exactly_and_keeps_nonfinite_and_zero_cha
   zero_channel = x.at[..., 1].set(0.0)
   got = np.asarray(convolution.float16_weight_gradient(zero_channel, dy, (3, 3)))
   assert np.isfinite(got).all() and np.all(got[..., 1] == 0)
+  kernel = _kernel(3, 2).at[..., 1].set(0.0)
+  # A dead channel of dy beside weak live ones (1e-8): the live ones must keep their weights. So
+  # must they beside a channel of 1e-28, whose squares (and so norm) underflow float32.
+  for dead_value in (0.0, 1e-28):
+    dead = (dy * 1e-3).at[..., 0].set(dead_value)
+    got = np.asarray(convolution.float16_input_gradient(dead, kernel))
+    assert np.isfinite(got).all() and np.all(got[..., 1] == 0)
+    assert _relative_error(got, _numpy_input_gradient(dead, kernel)) < 2e-3, dead_value
   with_nan = dy.at[0, 2, 3, 0].set(jnp.nan)
   assert np.isnan(np.asarray(convolution.float16_weight_gradient(x, with_nan, (3, 3)))[0]).all()
+  assert np.isnan(np.asarray(convolution.float16_input_gradient(with_nan, kernel))[0, 2, 3]).all()
 
 
 @pytest.mark.parametrize("layout", blocks.KERNEL_LAYOUTS)
-def test_the_float16_conv_changes_only_the_kernels_gradient_and_only_by_rounding(layout):
+def test_the_float16_conv_changes_only_the_gradients_and_only_by_rounding(layout):
   x, dy = _sample((2, 8, 10, 4), 5, seed=3)
   kernel = blocks.to_kernel_layout(jax.random.normal(jax.random.key(0), (3, 3, 4, 5)) * 0.1, "HWIO", layout)
   native = lambda x, k: convolution.same_conv(x, k, layout)
   ours = lambda x, k: blocks.conv(x, k, layout, "float16", min_pixels=0)
   np.testing.assert_array_equal(ours(x, kernel), native(x, kernel))
-  (dx_native, dk_native), (dx_ours, dk_ours) = (jax.vjp(f, x, kernel)[1](dy) for f in (native, ours))
-  np.testing.assert_array_equal(dx_ours, dx_native)
-  want = numpy_weight_gradient(x, dy, (3, 3))
-  assert _relative_error(blocks.to_kernel_layout(dk_ours, layout, "OHWI"), want) < 2e-3
-  assert dk_ours.shape == kernel.shape and dk_ours.dtype == jnp.float32
+  dx, dk = jax.vjp(ours, x, kernel)[1](dy)
+  kernel_ohwi = blocks.to_kernel_layout(kernel, layout, "OHWI")
+  _, want_dx, want_dk = conv3x3_passes(*(np.asarray(a, np.float64) for a in (x, kernel_ohwi, dy)))
+  assert _relative_error(dx, want_dx) < 2e-3 and dx.dtype == jnp.float32
+  assert _relative_error(blocks.to_kernel_layout(dk, layout, "OHWI"), want_dk) < 2e-3
+  assert dk.shape == kernel.shape and dk.dtype == jnp.float32
 
 
-def test_weight_gradient_modes_resolve_per_platform_and_dtype():
-  assert convolution.resolve_weight_gradient("auto", "float32", "gpu") == "float16"
-  assert convolution.resolve_weight_gradient("auto", "bfloat16", "gpu") == "native"
-  assert convolution.resolve_weight_gradient("auto", "float32", "cpu") == "native"
-  assert convolution.resolve_weight_gradient("float16", "float32", "cpu") == "float16"
-  with pytest.raises(ValueError, match="weight gradient 'fp16'"):
-    convolution.resolve_weight_gradient("fp16", "float32", "gpu")
-  with pytest.raises(ValueError, match="weight_gradient 'auto'"):
-    blocks.ConvSpec(weight_gradient="auto")
+def test_conv_gradient_modes_resolve_per_platform_and_dtype():
+  assert convolution.resolve_conv_gradients("auto", "float32", "gpu") == "float16"
+  assert convolution.resolve_conv_gradients("auto", "bfloat16", "gpu") == "native"
+  assert convolution.resolve_conv_gradients("auto", "float32", "cpu") == "native"
+  assert convolution.resolve_conv_gradients("float16", "float32", "cpu") == "float16"
+  with pytest.raises(ValueError, match="conv gradients 'fp16'"):
+    convolution.resolve_conv_gradients("fp16", "float32", "gpu")
+  with pytest.raises(ValueError, match="conv_gradients 'auto'"):
+    blocks.ConvSpec(conv_gradients="auto")
   config = networks.model_config()
-  assert networks.conv_spec(config).weight_gradient == "native"  # auto, on this CPU
-  del config["weight_gradient"]  # a config written before the field
-  assert networks.conv_spec(config).weight_gradient == "native"
+  assert networks.conv_spec(config).conv_gradients == "native"  # auto, on this CPU
+  del config["conv_gradients"]
+  assert networks.conv_spec(config).conv_gradients == "native"  # a config written before the field
+  config.weight_gradient = "float16"
+  assert networks.conv_spec(config).conv_gradients == "float16"  # the field's earlier name
 
 
-def test_small_maps_keep_the_native_weight_gradient():
+def test_small_maps_keep_native_gradients():
   kernel = jnp.ones((2, 3, 3, 2))
   for height, want_float16 in ((127, False), (128, True)):
     x = jnp.ones((1, height, 128, 2))
-    jaxpr = str(jax.make_jaxpr(jax.grad(lambda k: jnp.sum(blocks.conv(x, k, "OHWI", "float16"))))(kernel))
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda x, k: jnp.sum(blocks.conv(x, k, "OHWI", "float16")), (0, 1)))(x, kernel))
     assert ("f16[" in jaxpr) == want_float16, height
 
 
 @pytest.mark.parametrize("net", ["deblur", "coc"])
-def test_a_net_with_float16_weight_gradients_has_the_same_outputs_and_nearly_the_same_gradients(net):
+def test_a_net_with_float16_conv_gradients_has_the_same_outputs_and_nearly_the_same_gradients(net):
   """128 x 128 inputs: the full-resolution convs take the float16 path, the branches' lower stages not."""
-  native = networks.model_config(width=8, branch_capacities=(1, 4), weight_gradient="native")
-  float16 = networks.model_config(width=8, branch_capacities=(1, 4), weight_gradient="float16")
+  native = networks.model_config(width=8, branch_capacities=(1, 4), conv_gradients="native")
+  float16 = networks.model_config(width=8, branch_capacities=(1, 4), conv_gradients="float16")
   net_equivalence.assert_same_function(net, native, float16, image_size=128, gradient_error=5e-3)
   params = networks.init_params(net, native, jax.random.key(0))
   x = jnp.zeros((1, 128, 128, 6))

@@ -3,7 +3,7 @@
 Every convolution has a bias and zero "same" padding, as in the released model. Parameters are
 float32. How the convolutions compute is one `ConvSpec`, handed down from the network to every
 block: the compute dtype, two choices (matmul threshold, kernel layout) that change neither
-the function nor the parameters' values, and how float32 3x3 convs compute their weight gradient.
+the function nor the parameters' values, and how float32 3x3 convs compute their gradients.
 """
 
 import dataclasses
@@ -33,21 +33,21 @@ class ConvSpec:
   kernel_layout: how kernels are stored: "HWIO" (Flax's convention) or "OHWI" (cuDNN's, so a
     training step need not transpose every kernel into and out of it). Both initialise to the
     same values.
-  weight_gradient: "native" or "float16": how float32 3x3 convs on maps of at least
-    `convolution.FLOAT16_MIN_PIXELS` (cuDNN's, not the matmul ones) compute their weight gradient
-    (`convolution.py`; resolve "auto" with `convolution.resolve_weight_gradient` first). Changes
-    only the gradient's rounding.
+  conv_gradients: "native" or "float16": how float32 3x3 convs on maps of at least
+    `convolution.FLOAT16_MIN_PIXELS` (cuDNN's, not the matmul ones) compute their input and weight
+    gradients (`convolution.py`; resolve "auto" with `convolution.resolve_conv_gradients` first).
+    Changes only the gradients' rounding.
   """
   dtype: Any = jnp.float32
   matmul_below: int = 0
   kernel_layout: str = "HWIO"
-  weight_gradient: str = "native"
+  conv_gradients: str = "native"
 
   def __post_init__(self):
     check_kernel_layout(self.kernel_layout)
-    if self.weight_gradient not in convolution.RESOLVED_WEIGHT_GRADIENTS:
-      raise ValueError(f"ConvSpec.weight_gradient {self.weight_gradient!r}; expected one of "
-                       f"{convolution.RESOLVED_WEIGHT_GRADIENTS}")
+    if self.conv_gradients not in convolution.RESOLVED_CONV_GRADIENTS:
+      raise ValueError(f"ConvSpec.conv_gradients {self.conv_gradients!r}; expected one of "
+                       f"{convolution.RESOLVED_CONV_GRADIENTS}")
     object.__setattr__(self, "dtype", jnp.dtype(self.dtype))  # "bfloat16" and jnp.bfloat16 alike
 
   def full_resolution(self):
@@ -79,15 +79,15 @@ def to_kernel_layout(params, source, target):
   return jax.tree_util.tree_map(lambda x: x.transpose(axes) if x.ndim == 4 else x, params)
 
 
-def conv(x, kernel, kernel_layout, weight_gradient="native", min_pixels=convolution.FLOAT16_MIN_PIXELS):
+def conv(x, kernel, kernel_layout, gradients="native", min_pixels=convolution.FLOAT16_MIN_PIXELS):
   """Stride-1 zero-"same"-padded convolution of NHWC `x` with a kernel in `kernel_layout`.
 
-  weight_gradient="float16": a float32 conv on a map of at least `min_pixels` (H x W) takes its
-  weight gradient from scaled float16 operands (`convolution.float16_weight_gradient`); the
-  function and x's gradient are unchanged.
+  gradients="float16": a float32 conv on a map of at least `min_pixels` (H x W) takes x's and the
+  kernel's gradients from scaled float16 operands (`convolution.conv_float16_gradients`); the
+  function itself is unchanged.
   """
-  if weight_gradient == "float16" and x.dtype == jnp.float32 and x.shape[1] * x.shape[2] >= min_pixels:
-    return convolution.conv_float16_weight_gradient(x, kernel, kernel_layout)
+  if gradients == "float16" and x.dtype == jnp.float32 and x.shape[1] * x.shape[2] >= min_pixels:
+    return convolution.conv_float16_gradients(x, kernel, kernel_layout)
   return convolution.same_conv(x, kernel, kernel_layout)
 
 
@@ -139,7 +139,7 @@ class Conv3x3(nn.Module):
     if x.shape[1] * x.shape[2] < self.spec.matmul_below:
       y = conv3x3_as_matmul(x, to_kernel_layout(kernel, layout, "HWIO"))
     else:
-      y = conv(x, kernel, layout, self.spec.weight_gradient)
+      y = conv(x, kernel, layout, self.spec.conv_gradients)
     return y + bias
 
 

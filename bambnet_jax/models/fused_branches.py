@@ -27,7 +27,7 @@ def grouped_conv3x3(inputs, kernels, biases, spec=blocks.ConvSpec()):
   """Each input (N, H, W, C) convolved with its own 3x3 kernel, as one grouped convolution.
 
   `spec.matmul_below` does not apply (a grouped conv is one call already), nor does
-  `spec.weight_gradient` (the weight gradient stays XLA's)."""
+  `spec.conv_gradients` (the gradients stay XLA's)."""
   dtype, layout = spec.dtype, spec.kernel_layout
   x = jnp.concatenate([i.astype(dtype) for i in inputs], axis=-1)
   kernel = jnp.concatenate([k.astype(dtype) for k in kernels], axis=layout.index("O"))

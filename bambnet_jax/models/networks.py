@@ -34,7 +34,7 @@ CONV_FUSION_OPTION = "xla_gpu_experimental_enable_conv_fusion"
 
 
 def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", matmul_conv_below=0,
-                 fuse_branches=False, conv_fusion="off", kernel_layout="OHWI", weight_gradient="auto"):
+                 fuse_branches=False, conv_fusion="off", kernel_layout="OHWI", conv_gradients="auto"):
   """The network fields of a config; the defaults are the paper's model (4,497,731 parameters)."""
   config = ml_collections.ConfigDict()
   config.width = width  # feature channels everywhere in the body
@@ -55,10 +55,10 @@ def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", mat
   # step updates them in place instead of transposing each into and out of cuDNN's layout; "HWIO"
   # (Flax's convention) in weights written before this field existed. Same function either way.
   config.kernel_layout = kernel_layout
-  # How float32 3x3 convs compute their weight gradient (models/convolution.py): "auto" = from
-  # scaled float16 operands on a GPU (closer to float32 than TF32, and faster), natively elsewhere;
-  # "native" (configs older than the field) or "float16" force one.
-  config.weight_gradient = weight_gradient
+  # How float32 3x3 convs compute their input and weight gradients (models/convolution.py):
+  # "auto" = from scaled float16 operands on a GPU (TF32's significand at twice its rate or more),
+  # natively elsewhere; "native" (configs older than the field) or "float16" force one.
+  config.conv_gradients = conv_gradients
   return config
 
 
@@ -136,10 +136,11 @@ class COCNet(nn.Module):
 
 def conv_spec(config):
   """How the convolutions of the net a model config describes compute (`blocks.ConvSpec`)."""
-  weight_gradient = convolution.resolve_weight_gradient(config.get("weight_gradient", "native"), config.dtype,
-                                                        jax.default_backend())
+  # Configs written before the field was renamed call it weight_gradient.
+  mode = config.get("conv_gradients", config.get("weight_gradient", "native"))
+  conv_gradients = convolution.resolve_conv_gradients(mode, config.dtype, jax.default_backend())
   return blocks.ConvSpec(dtype=config.dtype, matmul_below=config.get("matmul_conv_below", 0),
-                         kernel_layout=kernel_layout(config), weight_gradient=weight_gradient)
+                         kernel_layout=kernel_layout(config), conv_gradients=conv_gradients)
 
 
 def build(net, config):
