@@ -3,27 +3,31 @@
 import argparse
 import sys
 
+from bambnet_jax.commands import coc
+from bambnet_jax.commands import deblur
+from bambnet_jax.commands import quickstart
+from bambnet_jax.commands import train
+from bambnet_jax.convert import torch_checkpoint
+from bambnet_jax.evaluation import evaluate
+from bambnet_jax.io import config_files
+from bambnet_jax.parallel import launch
+
 
 def _convert_torch(args):
-  from bambnet_jax.convert import torch_checkpoint
   torch_checkpoint.convert_file(args.checkpoint, args.output, net=args.net)
 
 
 def _train(args):
   if args.local_processes > 1:  # this process only starts and watches the others
-    from bambnet_jax.training import launch
     commands = launch.train_commands(args.config, args.workdir, args.overrides, args.local_processes,
                                      stop_after=args.stop_after)
     sys.exit(launch.run_processes(commands, name=f"bambnet train --local-processes {args.local_processes}"))
-  from bambnet_jax import config_loader
-  from bambnet_jax.training import train
-  config = config_loader.apply_overrides(config_loader.load_config(args.config), args.overrides)
+  config = config_files.apply_overrides(config_files.load_config(args.config), args.overrides)
   train.train_and_evaluate(config, args.workdir, stop_after=args.stop_after)
 
 
 def _coc(args):
-  from bambnet_jax import coc_maps
-  result = coc_maps.run_coc(args.left, args.right, args.output_dir,
+  result = coc.run_coc(args.left, args.right, args.output_dir,
                             method="network" if args.weights else "search",
                             weights=args.weights, per_channel=args.per_channel)
   print(f"wrote {result['npy']} and {result['png']} (median COC {result['median']:+.2f} px, "
@@ -38,7 +42,6 @@ def _float_list(text):
 
 
 def _deblur(args):
-  from bambnet_jax import deblur
   done = deblur.run_deblur(args.output_dir, left=args.left, right=args.right, input_dir=args.input_dir,
                            weights=args.weights, coc_weights=args.coc_weights, coc=args.coc,
                            thresholds=args.thresholds, dtype=args.dtype, tile=args.tile, overlap=args.overlap,
@@ -47,9 +50,7 @@ def _deblur(args):
 
 
 def _eval(args):
-  from bambnet_jax import config_loader
-  from bambnet_jax.evaluation import evaluate
-  config = config_loader.apply_overrides(config_loader.load_config(args.config), args.overrides)
+  config = config_files.apply_overrides(config_files.load_config(args.config), args.overrides)
   summary = evaluate.evaluate_checkpoint(
       config, workdir=args.workdir, weights=args.weights, output_dir=args.output_dir,
       metric_names=args.metrics, metric_weights_dir=args.metric_weights,
@@ -58,8 +59,7 @@ def _eval(args):
 
 
 def _quickstart(args):
-  from bambnet_jax import report
-  path = report.run_quickstart(args.workdir, args.overrides)
+  path = quickstart.run_quickstart(args.workdir, args.overrides)
   print(f"wrote {path}")
 
 

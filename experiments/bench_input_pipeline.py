@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bambnet_jax.data import pipeline
-from bambnet_jax.data import sources
+from bambnet_jax.data import records
 import tfds_dpd
 
 HEIGHT, WIDTH = 1120, 1680
@@ -85,7 +85,7 @@ def main():
     builder = tfds_dpd.dpdd.Dpdd(config="patches", data_dir=tmp / "data")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=tmp / "manual"))
     prepare_s = time.perf_counter() - start
-    source = sources.DPSource.from_tfds("dpdd/patches", "train", KEYS[args.keys], data_dir=tmp / "data")
+    source = records.DPSource.from_tfds("dpdd/patches", "train", KEYS[args.keys], data_dir=tmp / "data")
     for workers in (int(w) for w in args.workers.split(",")):
       rate = measure(source, workers, args.batches, args.warmup, mesh, args.read_threads)
       print(json.dumps({

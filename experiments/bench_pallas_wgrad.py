@@ -180,7 +180,7 @@ def patched_conv(options, min_pixels):
 
 
 def step_trials(options, min_pixels, runs, size=512, width=64):
-  mesh = benchmark.parallel.make_mesh(jax.devices()[:1])
+  mesh = benchmark.sharding.make_mesh(jax.devices()[:1])
   for label in ("xla", "pallas"):
     original = blocks.conv
     if label == "pallas":

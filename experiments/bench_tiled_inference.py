@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from bambnet_jax import inference
+from bambnet_jax.commands import inference
 from bambnet_jax.models import networks
 
 

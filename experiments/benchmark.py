@@ -49,13 +49,14 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from bambnet_jax import inference
+from bambnet_jax.commands import inference
 from bambnet_jax.losses import reblur
 from bambnet_jax.models import blocks
 from bambnet_jax.models import convolution
 from bambnet_jax.models import networks
-from bambnet_jax.training import launch as launch_lib
-from bambnet_jax.training import parallel
+from bambnet_jax.parallel import launch as launch_lib
+from bambnet_jax.parallel import sharding
+from bambnet_jax.data import pipeline
 from bambnet_jax.training import steps
 
 GFLOP_PER_PIXEL_FORWARD = 501.0 / (512 * 512)  # SPEC section 1, default width
@@ -129,10 +130,10 @@ def train_case(kind, batch_size, size, dtype, width, mesh, matmul_conv_below=0, 
     state = steps.create_state(networks.init_params("deblur", config, jax.random.key(0)), optimizer)
     fn = steps.jit_train_step(steps.deblur_train_step, mesh, options, model=model, coc_model=None, optimizer=optimizer,
                               mask_mode=steps.NO_MASKS, anneal_steps=1)
-  state = parallel.put_replicated(state, mesh)
+  state = sharding.put_replicated(state, mesh)
   # The case's batch is per device: data parallelism scales it. Each process makes only its rows.
   local_rows = batch_size * len(mesh.local_devices)
-  batch = parallel.put_batch(_batch(rng, local_rows, size), mesh)
+  batch = pipeline.put_on_mesh(_batch(rng, local_rows, size), mesh)
   flops = 3 * GFLOP_PER_PIXEL_FORWARD * batch_size * mesh.devices.size * size * size * (width / 64) ** 2
   return fn, (state, batch), flops
 
@@ -304,7 +305,7 @@ def join_processes(args):
   """A child of --processes: joins the run owning only device `process_id` (as `bambnet train
   --local-processes` does; on CPU the id selects nothing and each process has one CPU device)."""
   jax.config.update("jax_num_cpu_devices", 1)  # before any backend use; no effect on GPU runs
-  parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id,
+  sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id,
                                   local_device_ids=[args.process_id])
 
 
@@ -381,9 +382,9 @@ def main(argv=None):
     return launch(argv, args.processes, args.timeout)
   if args.process_id is not None:
     join_processes(args)
-    mesh = parallel.make_mesh()  # every device of every process
+    mesh = sharding.make_mesh()  # every device of every process
   else:
-    mesh = parallel.make_mesh(jax.devices()[:args.devices])
+    mesh = sharding.make_mesh(jax.devices()[:args.devices])
   cases = make_cases(args, mesh)
   for name in names:
     record = run_case(name, cases[name](), args, mesh)

@@ -18,16 +18,16 @@ import numpy as np
 
 from bambnet_jax.data import pipeline
 from bambnet_jax.evaluation import evaluate
-from bambnet_jax.evaluation import runs
+import runs
 from bambnet_jax.io import files
-from bambnet_jax.training import parallel
+from bambnet_jax.parallel import sharding
 
 
 def restorations(run, model_config, config, mesh):
   """Every real test image restored with `model_config`, as host arrays."""
   restore = evaluate.make_restore_fn(model_config)
-  params = parallel.put_replicated(run.deblur_params, mesh)
-  coc = None if run.coc_params is None else parallel.put_replicated(run.coc_params, mesh)
+  params = sharding.put_replicated(run.deblur_params, mesh)
+  coc = None if run.coc_params is None else sharding.put_replicated(run.coc_params, mesh)
   outputs = []
   for batch in runs.test_batches(config, mesh):
     images = {k: batch[k] for k in pipeline.EVAL_KEYS}
@@ -51,7 +51,7 @@ def main(argv=None):
     run_as.model_config = model_config
     summary = runs.evaluate_run(run_as, config, suite, None)
     result[dtype] = {k: summary[k] for k in suite.image_metrics}
-    per_dtype[dtype] = restorations(run_as, model_config, config, parallel.make_mesh())
+    per_dtype[dtype] = restorations(run_as, model_config, config, sharding.make_mesh())
   result["psnr_bf16_minus_fp32_db"] = result["bfloat16"]["psnr"] - result["float32"]["psnr"]
   result["max_abs_pixel_difference"] = float(max(np.max(np.abs(a - b)) for a, b in
                                                  zip(per_dtype["float32"], per_dtype["bfloat16"])))

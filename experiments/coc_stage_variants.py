@@ -20,13 +20,13 @@ import time
 
 import jax
 
-from bambnet_jax import checkpoints as weights_io
-from bambnet_jax import config_loader
+from bambnet_jax.io import weights as weights_io
+from bambnet_jax.io import config_files
 from bambnet_jax.evaluation import evaluate
 from bambnet_jax.io import files
-from bambnet_jax.training import parallel
+from bambnet_jax.parallel import sharding
 from bambnet_jax.training import stages
-from bambnet_jax.training import train
+from bambnet_jax.commands import train
 
 
 def parse_variant(text):
@@ -43,8 +43,8 @@ def run_variant(config, workdir):
   train.train_and_evaluate(config, workdir, stop_after="coc")
   seconds = time.perf_counter() - start
   params, _, _ = weights_io.load_weights(pathlib.Path(workdir) / "coc" / "weights", expected_net="coc")
-  mesh = parallel.make_mesh()
-  errors = evaluate.evaluate_coc(parallel.put_replicated(params, mesh), stages.coc_stage_model_config(config),
+  mesh = sharding.make_mesh()
+  errors = evaluate.evaluate_coc(sharding.put_replicated(params, mesh), stages.coc_stage_model_config(config),
                                  evaluate.test_batches(config, mesh))
   return errors | {"stage_seconds": round(seconds, 1)}
 
@@ -59,7 +59,7 @@ def main(argv=None):
   workdir = pathlib.Path(args.workdir)
   results = []
   for name, overrides in map(parse_variant, args.variant):
-    config = config_loader.apply_overrides(config_loader.load_config(args.config), args.overrides + overrides)
+    config = config_files.apply_overrides(config_files.load_config(args.config), args.overrides + overrides)
     record = {"variant": name, "overrides": overrides, "device": jax.devices()[0].device_kind}
     record |= run_variant(config, workdir / name)
     print(json.dumps(record), flush=True)

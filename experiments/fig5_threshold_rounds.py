@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bambnet_jax.evaluation import runs
+import runs
 from bambnet_jax.io import figures
 from bambnet_jax.io import files
 from bambnet_jax.models import masks

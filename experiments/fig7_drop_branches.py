@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bambnet_jax.evaluation import evaluate
-from bambnet_jax.evaluation import runs
+import runs
 from bambnet_jax.evaluation import suite as suite_lib
 from bambnet_jax.io import figures
 from bambnet_jax.io import files

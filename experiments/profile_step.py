@@ -194,7 +194,7 @@ def main():
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--dump", action="store_true", help="add every kernel's calls and time per step")
   args = parser.parse_args()
-  mesh = benchmark.parallel.make_mesh(jax.devices()[:1])
+  mesh = benchmark.sharding.make_mesh(jax.devices()[:1])
   for name in args.cases.split(","):
     print(json.dumps(profile_case(name, args, mesh)), flush=True)
 

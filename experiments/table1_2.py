@@ -18,7 +18,7 @@ import pathlib
 import sys
 
 from bambnet_jax.evaluation import evaluate
-from bambnet_jax.evaluation import runs
+import runs
 from bambnet_jax.evaluation import suite as suite_lib
 from bambnet_jax.io import files
 

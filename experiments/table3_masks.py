@@ -17,7 +17,7 @@ import json
 import pathlib
 import sys
 
-from bambnet_jax.evaluation import runs
+import runs
 from bambnet_jax.evaluation import suite as suite_lib
 from bambnet_jax.io import files
 

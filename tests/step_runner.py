@@ -13,7 +13,8 @@ import numpy as np
 import optax
 
 from bambnet_jax.models import networks
-from bambnet_jax.training import parallel
+from bambnet_jax.parallel import sharding
+from bambnet_jax.data import pipeline
 from bambnet_jax.training import steps
 
 CONFIG = networks.model_config(width=8, branch_capacities=(1, 4))
@@ -44,21 +45,21 @@ def run(mode, mesh, num_steps=2):
     fn = steps.jit_train_step(steps.deblur_train_step, mesh, model=model,
                               coc_model=networks.build("coc", CONFIG), optimizer=optimizer, mask_mode=mode,
                               anneal_steps=100)
-  state = parallel.put_replicated(state, mesh)
+  state = sharding.put_replicated(state, mesh)
   rows = GLOBAL_BATCH // jax.process_count()
   mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
   losses = []
   for i in range(num_steps):
     local = {k: v[mine] for k, v in global_batch(i).items()}
-    state, metrics = fn(state, parallel.put_batch(local, mesh))
+    state, metrics = fn(state, pipeline.put_on_mesh(local, mesh))
     losses.append(float(metrics["loss"]))
   return losses, jax.device_get(state.params).tree()
 
 
 def main(process_id, coordinator, out, mode):
   jax.config.update("jax_num_cpu_devices", 1)
-  parallel.initialize_distributed(coordinator, 2, int(process_id))
-  losses, params = run(mode, parallel.make_mesh())
+  sharding.initialize_distributed(coordinator, 2, int(process_id))
+  losses, params = run(mode, sharding.make_mesh())
   if jax.process_index() == 0:
     leaves = jax.tree_util.tree_leaves(params)
     np.savez(out, losses=np.asarray(losses), **{f"p{i}": leaf for i, leaf in enumerate(leaves)})

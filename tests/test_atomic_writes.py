@@ -16,14 +16,14 @@ import jax
 import numpy as np
 import pytest
 
-from bambnet_jax import checkpoints
+from bambnet_jax.io import weights as weights_io
 from bambnet_jax import cli
-from bambnet_jax import config_loader
+from bambnet_jax.io import config_files
 from bambnet_jax.io import files
 from bambnet_jax.io import images
 from bambnet_jax.models import networks
-from bambnet_jax.training import checkpointing
-from bambnet_jax.training import train
+from bambnet_jax.training import stage_checkpoints
+from bambnet_jax.commands import train
 
 ROOT = pathlib.Path(__file__).parents[1]
 MIB = 1 << 20
@@ -110,14 +110,14 @@ _SMALL_MODEL = "networks.model_config(width=8, branch_capacities=(1, 4, 4, 4))"
 _WEIGHTS_SAVER = f"""
   import pathlib, sys
   import jax
-  from bambnet_jax import checkpoints
+  from bambnet_jax.io import weights as weights_io
   from bambnet_jax.models import networks
   config = {_SMALL_MODEL}
   params = networks.init_params("coc", config, jax.random.key(7))
   root = pathlib.Path(sys.argv[1])
   print("ready", flush=True)
   for i in range(10**6):
-    checkpoints.save_weights(root / f"w{{i:04d}}", params, "coc", config)
+    weights_io.save_weights(root / f"w{{i:04d}}", params, "coc", config)
     print("saved", flush=True)
 """
 
@@ -135,8 +135,8 @@ def test_sigkill_while_saving_weights_leaves_loadable_or_clearly_incomplete_dirs
   complete, incomplete = [], []
   for directory in sorted(root.iterdir()):
     try:
-      params, net, _ = checkpoints.load_weights(directory, expected_net="coc")
-    except checkpoints.WeightsError as e:
+      params, net, _ = weights_io.load_weights(directory, expected_net="coc")
+    except weights_io.WeightsError as e:
       assert "no complete checkpoint" in str(e) and str(directory) in str(e)
       incomplete.append(directory.name)
       continue
@@ -167,21 +167,21 @@ def test_sigkilled_training_run_resumes_from_its_checkpoint(tmp_path, monkeypatc
   assert not (workdir / "progress.json").exists()  # killed inside the COC stage
 
   restored = []
-  real_restore = checkpointing.StageCheckpoints.restore
+  real_restore = stage_checkpoints.StageCheckpoints.restore
 
   def spy(self, target_state, step=None):
     state, extra = real_restore(self, target_state, step)
     restored.append(int(jax.device_get(state.step)))
     return state, extra
 
-  monkeypatch.setattr(checkpointing.StageCheckpoints, "restore", spy)
-  config = config_loader.apply_overrides(config_loader.load_config(ROOT / "configs" / "smoke.py"), overrides)
+  monkeypatch.setattr(stage_checkpoints.StageCheckpoints, "restore", spy)
+  config = config_files.apply_overrides(config_files.load_config(ROOT / "configs" / "smoke.py"), overrides)
   train.train_and_evaluate(config, workdir, stop_after="coc")
   assert len(restored) == 1 and restored[0] >= 2 and restored[0] % 2 == 0  # resumed, not restarted
   assert json.loads((workdir / "progress.json").read_text())["finished"].keys() == {"coc"}
-  params, net, _ = checkpoints.load_weights(workdir / "coc" / "weights", expected_net="coc")
+  params, net, _ = weights_io.load_weights(workdir / "coc" / "weights", expected_net="coc")
   assert net == "coc" and all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(params))
-  assert checkpointing.StageCheckpoints(workdir, "coc").latest_step() == 6
+  assert stage_checkpoints.StageCheckpoints(workdir, "coc").latest_step() == 6
 
 
 # --- Disk full -----------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ def test_disk_full_at_fsync_and_in_write_npy(tmp_path, monkeypatch):
 def test_disk_full_during_bambnet_deblur_output(tmp_path, monkeypatch, capsys, real_dp_dir):
   config = networks.model_config(width=8, branch_capacities=(1, 4, 4, 4))
   weights = tmp_path / "weights"
-  checkpoints.save_weights(weights, networks.init_params("deblur", config, jax.random.key(0)), "deblur", config)
+  weights_io.save_weights(weights, networks.init_params("deblur", config, jax.random.key(0)), "deblur", config)
   folder = real_dp_dir / "0600" / "f4"
   crop = [images.read_image(folder / n)[100:148, 200:264] for n in ("l.png", "r.png")]
   left, right = tmp_path / "x_L.png", tmp_path / "x_R.png"

@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from bambnet_jax import cli
-from bambnet_jax import coc_maps
+from bambnet_jax.commands import coc as coc_command
 from bambnet_jax.io import images
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -82,16 +82,16 @@ def test_bad_inputs_give_one_line_and_exit_code_2(tmp_path, capsys):
 
 
 def test_weights_run_the_coc_network(tmp_path):
-  from bambnet_jax import checkpoints
+  from bambnet_jax.io import weights as weights_io
   from bambnet_jax.models import networks
   config = networks.model_config(width=8, branch_capacities=(1, 4))
   params = networks.init_params("coc", config, jax.random.key(0))
   weights = tmp_path / "weights"
-  checkpoints.save_weights(weights, params, "coc", config)
+  weights_io.save_weights(weights, params, "coc", config)
   left, right = write_pair(tmp_path, 2.0)
   for per_channel in (False, True):
     out = tmp_path / f"out{per_channel}"
-    coc_maps.run_coc(left, right, out, weights=weights, per_channel=per_channel)
+    coc_command.run_coc(left, right, out, weights=weights, per_channel=per_channel)
     coc = np.load(out / "coc.npy")
     views = np.concatenate([images.to_float(images.read_image(p)) for p in (left, right)], -1)
     expected = networks.build("coc", config).apply({"params": params}, jnp.asarray(views)[None])[0]

@@ -8,14 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bambnet_jax import checkpoints as weights_io
-from bambnet_jax import config_loader
+from bambnet_jax.io import weights as weights_io
+from bambnet_jax.io import config_files
 from bambnet_jax.data import pipeline
 from bambnet_jax.evaluation import evaluate
 from bambnet_jax.losses import coc_search
 from bambnet_jax.models import networks
-from bambnet_jax.training import data_sources
-from bambnet_jax.training import parallel
+from bambnet_jax.data import datasets
+from bambnet_jax.parallel import sharding
 from bambnet_jax.training import stages
 from bambnet_jax.training import steps
 
@@ -31,7 +31,7 @@ def _variants_script():
 
 
 def _smoke_config(tmp_path, *overrides):
-  return config_loader.apply_overrides(config_loader.load_config(SMOKE),
+  return config_files.apply_overrides(config_files.load_config(SMOKE),
                                        [f"data.data_dir={tmp_path / 'tfds'}", *overrides])
 
 
@@ -45,7 +45,7 @@ def test_coc_stage_dtype_overrides_only_the_compute_dtype(tmp_path):
 
 def test_train_batches_take_a_stage_crop_size(tmp_path):
   config = _smoke_config(tmp_path)
-  sources = data_sources.DataSources(config.data, parallel.make_mesh(jax.devices()[:1]))
+  sources = datasets.DataSources(config.data, sharding.make_mesh(jax.devices()[:1]))
   batch = next(iter(sources.train_batches(pipeline.COC_STAGE_KEYS, 2, seed=0, crop_size=16)))
   assert batch["left"].shape == (2, 16, 16, 3)
   batch = next(iter(sources.train_batches(pipeline.COC_STAGE_KEYS, 2, seed=0)))
@@ -85,7 +85,7 @@ def test_variants_train_the_coc_stage_and_score_it_against_the_true_coc(tmp_path
   assert compiled_with == [{}, {"xla_gpu_experimental_enable_conv_fusion": True}]
   assert json.loads((tmp_path / "v" / "variants.json").read_text()) == results
   config = _smoke_config(tmp_path)
-  records = data_sources.DataSources(config.data, None)._builder("dp_synthetic").as_data_source(split="test")
+  records = datasets.DataSources(config.data, None)._builder("dp_synthetic").as_data_source(split="test")
   for result in results:
     assert not (tmp_path / "v" / result["variant"] / "search").exists(), "only the COC stage runs"
     params, _, _ = weights_io.load_weights(tmp_path / "v" / result["variant"] / "coc" / "weights")

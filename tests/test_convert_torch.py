@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bambnet_jax import checkpoints
+from bambnet_jax.io import weights as weights_io
 from bambnet_jax.convert import torch_checkpoint
 from bambnet_jax.models import masks
 from bambnet_jax.models import networks
@@ -155,14 +155,14 @@ def test_convert_torch_command_writes_weights_the_project_loads(tmp_path):
   result = subprocess.run([sys.executable, "-m", "bambnet_jax.cli", "convert-torch", str(ckpt), str(out),
                            "--net", "coc"], capture_output=True, text=True)
   assert result.returncode == 0, result.stderr
-  params, net, config = checkpoints.load_weights(out, expected_net="coc")
+  params, net, config = weights_io.load_weights(out, expected_net="coc")
   assert net == "coc" and config.width == width and tuple(config.branch_capacities) == capacities
   x = np.random.default_rng(2).random((1, 16, 32, 6), np.float32)
   want = bgr_to_rgb_nhwc(torch_forward(state, rgb_views_to_torch_bgr(x), capacities=capacities, coc=True))
   got = networks.build("coc", config).apply({"params": params}, jnp.asarray(x))
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
-  with pytest.raises(checkpoints.WeightsError, match="holds the 'coc' network"):
-    checkpoints.load_weights(out, expected_net="deblur")
+  with pytest.raises(weights_io.WeightsError, match="holds the 'coc' network"):
+    weights_io.load_weights(out, expected_net="deblur")
 
 
 def _run_convert(args):

@@ -11,9 +11,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bambnet_jax import checkpoints
+from bambnet_jax.io import weights as weights_io
 from bambnet_jax import cli
-from bambnet_jax import deblur
+from bambnet_jax.commands import deblur
 from bambnet_jax.io import files
 from bambnet_jax.io import images
 from bambnet_jax.models import masks
@@ -30,7 +30,7 @@ def make_weights(directory, net, tail_scale):
   params = networks.init_params(net, config, jax.random.key(0))
   kernel = tail_scale * jax.random.normal(jax.random.key(1), params["tail"]["kernel"].shape)
   params = dict(params, tail={"kernel": kernel, "bias": jnp.zeros(3)})
-  checkpoints.save_weights(directory, params, net, config)
+  weights_io.save_weights(directory, params, net, config)
   return params, config
 
 

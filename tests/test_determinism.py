@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from bambnet_jax import checkpoints
-from bambnet_jax import config_loader
-from bambnet_jax.training import train
+from bambnet_jax.io import weights as weights_io
+from bambnet_jax.io import config_files
+from bambnet_jax.commands import train
 
 SMOKE = pathlib.Path(__file__).parents[1] / "configs" / "smoke.py"
 
@@ -20,10 +20,10 @@ def data_dir(tmp_path_factory):
 
 def coc_params(data_dir, workdir, seed):
   """Trains the smoke COC net for 4 steps in a fresh workdir; returns its exported parameter leaves."""
-  config = config_loader.apply_overrides(config_loader.load_config(SMOKE),
+  config = config_files.apply_overrides(config_files.load_config(SMOKE),
                                          [f"data.data_dir={data_dir}", f"seed={seed}"])
   assert train.train_and_evaluate(config, workdir, stop_after="coc") is None
-  params, net, _ = checkpoints.load_weights(workdir / "coc" / "weights", expected_net="coc")
+  params, net, _ = weights_io.load_weights(workdir / "coc" / "weights", expected_net="coc")
   assert net == "coc"
   return jax.tree_util.tree_flatten_with_path(jax.device_get(params))
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from bambnet_jax.data import pipeline
-from bambnet_jax.data import sources
+from bambnet_jax.data import records
 from bambnet_jax.data import synthetic
 import tfds_dpd
 
@@ -27,7 +27,7 @@ def test_prepared_scenes_equal_the_generator_output(tmp_path):
     for example in data[split]:
       name = example["name"].decode()
       index = int(name.rsplit("_", 1)[1])
-      want = synthetic.render_sample(sources.scene_seed(5, split, index), SCENE)
+      want = synthetic.render_sample(records.scene_seed(5, split, index), SCENE)
       for key in ("left", "right", "combined", "sharp"):
         np.testing.assert_array_equal(example[key], _quantise(want[key]), err_msg=f"{name}/{key}")
       np.testing.assert_array_equal(example["coc"], want["coc"])
@@ -39,27 +39,27 @@ def test_prepared_scenes_equal_the_generator_output(tmp_path):
 
 
 def test_scene_seeds_are_reproducible_and_distinct():
-  seeds = {(split, i): sources.scene_seed(0, split, i) for split in ("train", "validation", "test") for i in range(50)}
+  seeds = {(split, i): records.scene_seed(0, split, i) for split in ("train", "validation", "test") for i in range(50)}
   assert len(set(seeds.values())) == len(seeds)
-  assert sources.scene_seed(0, "train", 7) == seeds[("train", 7)]
-  assert sources.scene_seed(1, "train", 7) != seeds[("train", 7)]
+  assert records.scene_seed(0, "train", 7) == seeds[("train", 7)]
+  assert records.scene_seed(1, "train", 7) != seeds[("train", 7)]
 
 
 def test_pipeline_batches_the_coc_with_a_channel_axis(tmp_path):
   builder = tfds_dpd.dp_synthetic.DpSynthetic(config="tiny", data_dir=tmp_path)
   builder.download_and_prepare()
-  source = sources.DPSource.from_tfds("dp_synthetic/tiny", "train", ("left", "right", "coc"), data_dir=tmp_path)
+  source = records.DPSource.from_tfds("dp_synthetic/tiny", "train", ("left", "right", "coc"), data_dir=tmp_path)
   batch = next(pipeline.training_batches(source, batch_size=4, crop_size=32, seed=0))
   assert batch["left"].shape == (4, 32, 32, 3) and batch["coc"].shape == (4, 32, 32, 1)
   assert np.abs(batch["coc"]).max() <= 4.0
 
 
 def test_on_the_fly_scenes_match_the_prepared_ones_before_quantisation():
-  scenes = sources.SyntheticScenes(2, SCENE, seed=5, split="train", keys=("left", "coc"))
-  want = synthetic.render_sample(sources.scene_seed(5, "train", 1), SCENE)
+  scenes = records.SyntheticScenes(2, SCENE, seed=5, split="train", keys=("left", "coc"))
+  want = synthetic.render_sample(records.scene_seed(5, "train", 1), SCENE)
   np.testing.assert_array_equal(scenes[1]["left"], want["left"])
   np.testing.assert_array_equal(scenes[1]["coc"], want["coc"])
-  batch = next(pipeline.training_batches(sources.DPSource(scenes, ("left", "coc")), batch_size=2, seed=0,
+  batch = next(pipeline.training_batches(records.DPSource(scenes, ("left", "coc")), batch_size=2, seed=0,
                                          horizontal_flip=False))
   assert batch["left"].dtype == np.float32 and batch["coc"].shape == (2, 32, 48, 1)
 
@@ -76,7 +76,7 @@ def test_scenes_rendered_by_worker_processes_equal_the_generator_output(tmp_path
   assert sorted(e["name"].decode() for e in examples) == [f"train_{i:06d}" for i in range(4)]
   for example in examples:
     index = int(example["name"].decode().rsplit("_", 1)[1])
-    want = synthetic.render_sample(sources.scene_seed(7, "train", index), SCENE)
+    want = synthetic.render_sample(records.scene_seed(7, "train", index), SCENE)
     for key in ("left", "right", "combined", "sharp"):
       np.testing.assert_array_equal(example[key], _quantise(want[key]))
     np.testing.assert_array_equal(example["coc"], want["coc"])

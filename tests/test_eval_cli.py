@@ -15,16 +15,16 @@ import torch
 from pytorch_fid import fid_score
 from skimage import metrics as skm
 
-from bambnet_jax import checkpoints
+from bambnet_jax.io import weights as weights_io
 from bambnet_jax import cli
-from bambnet_jax import config_loader
+from bambnet_jax.io import config_files
 from bambnet_jax.evaluation import evaluate as evaluate_lib
 from bambnet_jax.evaluation import inception
 from bambnet_jax.evaluation import metric_weights
 from bambnet_jax.evaluation import suite as suite_lib
 from bambnet_jax.io import images
 from bambnet_jax.models import networks
-from bambnet_jax.training import data_sources
+from bambnet_jax.data import datasets
 import test_fid
 import test_lpips
 
@@ -35,10 +35,10 @@ SMOKE = "configs/smoke.py"
 def run(tmp_path_factory):
   """A workdir holding random deblurring and COC nets, and a TFDS data dir for the scenes."""
   root = tmp_path_factory.mktemp("eval_cli")
-  config = config_loader.load_config(SMOKE)
+  config = config_files.load_config(SMOKE)
   for key, net in enumerate(("deblur", "coc")):
     params = networks.init_params(net, config.model, jax.random.key(key))
-    checkpoints.save_weights(root / "run" / net / "weights", params, net, config.model)
+    weights_io.save_weights(root / "run" / net / "weights", params, net, config.model)
   return {"workdir": root / "run", "data_dir": root / "tfds", "root": root}
 
 
@@ -51,8 +51,8 @@ def no_user_weights(tmp_path, monkeypatch):
 
 
 def sharp_targets(run):
-  config = config_loader.apply_overrides(config_loader.load_config(SMOKE), [f"data.data_dir={run['data_dir']}"])
-  source = data_sources.DataSources(config.data, None).source("dp_synthetic", "test", ("sharp", "name"))
+  config = config_files.apply_overrides(config_files.load_config(SMOKE), [f"data.data_dir={run['data_dir']}"])
+  source = datasets.DataSources(config.data, None).source("dp_synthetic", "test", ("sharp", "name"))
   return {bytes(r["name"]).decode() if isinstance(r["name"], bytes) else str(r["name"]): images.to_float(r["sharp"])
           for r in (source[i] for i in range(len(source)))}
 
@@ -136,7 +136,7 @@ def test_missing_metric_weights_name_every_file_and_the_way_out(run, tmp_path, c
 
 def test_indoor_outdoor_and_combined_groups(tmp_path):
   """DPDD's scene_type labels split the table; FID is over each group's own images."""
-  config = config_loader.load_config(SMOKE)
+  config = config_files.load_config(SMOKE)
   params = networks.init_params("deblur", config.model, jax.random.key(0))
   rng = np.random.default_rng(0)
   views = {k: rng.random((4, 24, 40, 3)).astype(np.float32) for k in ("left", "right", "combined", "sharp")}

@@ -20,11 +20,11 @@ import pytest
 import torch
 
 from bambnet_jax import cli
-from bambnet_jax import config_loader
+from bambnet_jax.io import config_files
 from bambnet_jax.evaluation import metric_weights
-from bambnet_jax.evaluation import runs
+import runs
 from bambnet_jax.models import networks
-from bambnet_jax.training import parallel
+from bambnet_jax.parallel import sharding
 import test_fid
 import test_lpips
 
@@ -46,7 +46,7 @@ def smoke(tmp_path_factory):
   root = shared / "smoke_experiments"
   overrides = [f"data.data_dir={root / 'tfds'}"]
   with filelock.FileLock(str(shared / "smoke_experiments.lock")):
-    runs.train(config_loader.apply_overrides(config_loader.load_config(SMOKE), overrides), root / "run")
+    runs.train(config_files.apply_overrides(config_files.load_config(SMOKE), overrides), root / "run")
   return {"workdir": root / "run", "overrides": overrides, "root": root}
 
 
@@ -114,8 +114,8 @@ def test_fig7_drops_branches(smoke):
   assert len(results) == 2 * num_branches - 1
   assert results["1st"]["kept"] == [0] and results["last"]["kept"] == [num_branches - 1]
   # All gates at 1 is the net as trained: the same numbers as the ungated evaluation.
-  ungated = runs.evaluate_run(runs.Run(smoke["workdir"]), config_loader.apply_overrides(
-      config_loader.load_config(SMOKE), smoke["overrides"]), None, None)
+  ungated = runs.evaluate_run(runs.Run(smoke["workdir"]), config_files.apply_overrides(
+      config_files.load_config(SMOKE), smoke["overrides"]), None, None)
   assert results["all branches"]["psnr"] == pytest.approx(ungated["psnr"], abs=1e-5)
   assert results["1st"]["psnr"] != pytest.approx(ungated["psnr"], abs=1e-3)
   assert (smoke["workdir"] / "fig7" / "fig7.png").read_bytes().startswith(b"\x89PNG")
@@ -200,10 +200,10 @@ def _record_distributed(monkeypatch, then_stop=False):
 
 def test_initialize_distributed_passes_local_device_ids(monkeypatch):
   calls = _record_distributed(monkeypatch)
-  parallel.initialize_distributed("localhost:1234", 2, 1, local_device_ids=[1])
-  parallel.initialize_distributed("localhost:1234", 2, 0, local_device_ids="0,1")
-  parallel.initialize_distributed("localhost:1234", 2, 0)
-  parallel.initialize_distributed(None, local_device_ids=[0])  # one process: nothing to join
+  sharding.initialize_distributed("localhost:1234", 2, 1, local_device_ids=[1])
+  sharding.initialize_distributed("localhost:1234", 2, 0, local_device_ids="0,1")
+  sharding.initialize_distributed("localhost:1234", 2, 0)
+  sharding.initialize_distributed(None, local_device_ids=[0])  # one process: nothing to join
   assert calls == [
       {"coordinator_address": "localhost:1234", "num_processes": 2, "process_id": 1, "local_device_ids": [1]},
       {"coordinator_address": "localhost:1234", "num_processes": 2, "process_id": 0, "local_device_ids": [0, 1]},

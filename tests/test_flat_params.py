@@ -10,9 +10,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from bambnet_jax.models import networks
-from bambnet_jax.training import checkpointing
+from bambnet_jax.training import stage_checkpoints
 from bambnet_jax.training import flat_params
-from bambnet_jax.training import parallel
+from bambnet_jax.parallel import sharding
 from bambnet_jax.training import steps
 
 CONFIG = networks.model_config(width=8, branch_capacities=(1, 4))
@@ -98,7 +98,7 @@ def test_conv_fusion_with_several_gpus_in_one_process_is_refused():
   with pytest.raises(ValueError, match="conv_fusion=on with 2 GPUs in one process"):
     steps.jit_train_step(steps.coc_train_step, two_gpus, {networks.CONV_FUSION_OPTION: True})
   # On CPU devices the option is ignored, so nothing is refused.
-  steps.jit_train_step(steps.coc_train_step, parallel.make_mesh(jax.devices()[:2]), {networks.CONV_FUSION_OPTION: True})
+  steps.jit_train_step(steps.coc_train_step, sharding.make_mesh(jax.devices()[:2]), {networks.CONV_FUSION_OPTION: True})
 
 
 def test_steps_on_cpu_compile_with_xla_older_fusion_emitters_and_gpu_steps_do_not():
@@ -117,7 +117,7 @@ def test_steps_on_cpu_compile_with_xla_older_fusion_emitters_and_gpu_steps_do_no
 def test_checkpoints_keep_the_flat_state_and_refuse_the_per_leaf_format(tmp_path):
   optimizer = optax.adam(1e-3)
   state = steps.create_state(_tree(0), optimizer)
-  ckpts = checkpointing.StageCheckpoints(tmp_path, "deblur")
+  ckpts = stage_checkpoints.StageCheckpoints(tmp_path, "deblur")
   ckpts.save(3, state, {"data": "x"})
   restored, extra = ckpts.restore(steps.create_state(_tree(1), optimizer))
   assert extra["data"] == "x"
@@ -129,5 +129,5 @@ def test_checkpoints_keep_the_flat_state_and_refuse_the_per_leaf_format(tmp_path
     old = {"step": np.zeros((), np.int32), "params": jax.device_get(_tree(0))}
     manager.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(old), extra=ocp.args.JsonSave({"data": "x"})))
     manager.wait_until_finished()
-  with pytest.raises(checkpointing.CheckpointError, match=f"{directory}/7: train state in format 1"):
-    checkpointing.StageCheckpoints(tmp_path / "old", "deblur").restore(state)
+  with pytest.raises(stage_checkpoints.CheckpointError, match=f"{directory}/7: train state in format 1"):
+    stage_checkpoints.StageCheckpoints(tmp_path / "old", "deblur").restore(state)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bambnet_jax import inference
+from bambnet_jax.commands import inference
 from bambnet_jax.io import images
 from bambnet_jax.losses import coc_search
 from bambnet_jax.models import masks

@@ -11,13 +11,13 @@ import sys
 import numpy as np
 import pytest
 
-from bambnet_jax import checkpoints as weights_io
+from bambnet_jax.io import weights as weights_io
 from bambnet_jax import cli
 from bambnet_jax.evaluation import evaluate
-from bambnet_jax.training import checkpointing
-from bambnet_jax.training import launch
+from bambnet_jax.training import stage_checkpoints
+from bambnet_jax.parallel import launch
 from bambnet_jax.training import stages
-from bambnet_jax.training import train
+from bambnet_jax.commands import train
 
 SMOKE = str(pathlib.Path(__file__).parents[1] / "configs" / "smoke.py")
 
@@ -53,7 +53,7 @@ def test_two_local_processes_train_every_stage_once(tmp_path, monkeypatch):
     cli.main(["train", "--config", SMOKE, "--workdir", str(workdir), "--local-processes", "2", *overrides])
   assert exit_info.value.code == 0
   progress = json.loads((workdir / "progress.json").read_text())
-  assert list(progress["finished"]) == list(checkpointing.STAGES)
+  assert list(progress["finished"]) == list(stage_checkpoints.STAGES)
   summary = progress["finished"]["eval"]
   assert summary["num_images"] == 2 and np.isfinite(summary["psnr"]) and np.isfinite(summary["coc_mae"])
   for stage, net in (("coc", "coc"), ("deblur", "deblur")):
@@ -82,5 +82,5 @@ def test_two_local_processes_train_every_stage_once(tmp_path, monkeypatch):
 
 
 def cli_config(overrides):
-  from bambnet_jax import config_loader  # pylint: disable=g-import-not-at-top
-  return config_loader.apply_overrides(config_loader.load_config(SMOKE), overrides)
+  from bambnet_jax.io import config_files  # pylint: disable=g-import-not-at-top
+  return config_files.apply_overrides(config_files.load_config(SMOKE), overrides)

@@ -7,7 +7,7 @@ on one line whatever the image's width.
 import numpy as np
 import pytest
 
-from bambnet_jax import deblur
+from bambnet_jax.commands import deblur
 
 BACKGROUND = 32
 SHARES = [0.1, 0.2, 0.3, 0.35, 0.05]  # per branch, then untinted

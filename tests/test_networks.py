@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bambnet_jax import checkpoints
+from bambnet_jax.io import weights as weights_io
 from bambnet_jax.models import blocks
 from bambnet_jax.models import masks
 from bambnet_jax.models import networks
@@ -221,13 +221,13 @@ def test_weights_saved_before_the_kernel_layout_field_load_as_hwio(tmp_path):
   params = jax.device_get(networks.init_params("coc", config, jax.random.key(0)))
   legacy = config.copy_and_resolve_references()
   del legacy["kernel_layout"]
-  checkpoints.save_weights(tmp_path / "w", params, "coc", legacy)
-  loaded, _, loaded_config = checkpoints.load_weights(tmp_path / "w")
+  weights_io.save_weights(tmp_path / "w", params, "coc", legacy)
+  loaded, _, loaded_config = weights_io.load_weights(tmp_path / "w")
   assert loaded_config.kernel_layout == "HWIO"
   for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(params)):
     np.testing.assert_array_equal(a, b)
   # Asked for another layout, every kernel comes transposed and the config says so.
-  moved, _, moved_config = checkpoints.load_weights(tmp_path / "w", kernel_layout="OHWI")
+  moved, _, moved_config = weights_io.load_weights(tmp_path / "w", kernel_layout="OHWI")
   assert moved_config.kernel_layout == "OHWI"
   for a, b in zip(jax.tree_util.tree_leaves(moved), jax.tree_util.tree_leaves(params)):
     np.testing.assert_array_equal(a, np.transpose(b, (3, 0, 1, 2)) if b.ndim == 4 else b)

@@ -6,8 +6,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from bambnet_jax.data import pipeline
-from bambnet_jax.data import sources
-from bambnet_jax.training import parallel
+from bambnet_jax.data import records
+from bambnet_jax.parallel import sharding
 import tfds_dpd  # registers the builders
 
 from test_dpdd_builder import write_fake_dpdd
@@ -31,13 +31,13 @@ def record_ids(batch):
 
 
 def source_of(count, keys=pipeline.DEBLUR_STAGE_KEYS):
-  return sources.DPSource(tagged_records(count), keys)
+  return records.DPSource(tagged_records(count), keys)
 
 
 def test_two_device_mesh_each_device_receives_its_half():
   devices = jax.devices()[:2]
   assert len(devices) == 2
-  mesh = parallel.make_mesh(devices)
+  mesh = sharding.make_mesh(devices)
   on_host = pipeline.training_batches(source_of(12), batch_size=4, seed=3)
   on_mesh = pipeline.training_batches(source_of(12), mesh, batch_size=4, seed=3)
   for _ in range(3):
@@ -80,7 +80,7 @@ def test_random_crops_and_flips_keep_views_aligned():
   rng = np.random.default_rng(0)
   left = rng.integers(0, 65536, (24, 32, 3), dtype=np.uint16)
   right = rng.integers(0, 65536, (24, 32, 3), dtype=np.uint16)
-  source = sources.DPSource([{"left": left, "right": right}], pipeline.COC_STAGE_KEYS)
+  source = records.DPSource([{"left": left, "right": right}], pipeline.COC_STAGE_KEYS)
   batches = pipeline.training_batches(source, batch_size=1, crop_size=8, seed=5)
   to_float = lambda a: a.astype(np.float32) / 65535
   for _ in range(20):
@@ -161,7 +161,7 @@ def test_tfds_source_decodes_only_the_requested_views(tmp_path):
   written = write_fake_dpdd(tmp_path / "manual")
   builder = tfds_dpd.dpdd.Dpdd(data_dir=tmp_path / "data")
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=tmp_path / "manual"))
-  source = sources.DPSource.from_tfds("dpdd/full", "train", pipeline.COC_STAGE_KEYS, data_dir=tmp_path / "data")
+  source = records.DPSource.from_tfds("dpdd/full", "train", pipeline.COC_STAGE_KEYS, data_dir=tmp_path / "data")
   assert set(source[0]) == {"left", "right"}
   batch = next(pipeline.training_batches(source, batch_size=2, seed=0, horizontal_flip=False,
                                          vertical_flip=False))
@@ -170,11 +170,11 @@ def test_tfds_source_decodes_only_the_requested_views(tmp_path):
   want = [tuple((v[k].astype(np.float32) / 65535).tobytes() for k in ("left", "right")) for v in expected.values()]
   assert sorted(rows) == sorted(want)
   with pytest.raises(ValueError, match="no feature"):
-    sources.DPSource.from_tfds("dpdd/full", "train", ("left", "coc"), data_dir=tmp_path / "data")
+    records.DPSource.from_tfds("dpdd/full", "train", ("left", "coc"), data_dir=tmp_path / "data")
 
 
 def test_missing_sharp_target_is_a_clear_error():
-  source = sources.DPSource([{"left": np.zeros((4, 4, 3), np.uint16), "right": np.zeros((4, 4, 3), np.uint16),
+  source = records.DPSource([{"left": np.zeros((4, 4, 3), np.uint16), "right": np.zeros((4, 4, 3), np.uint16),
                                "sharp": np.zeros((1, 1, 3), np.uint16), "has_sharp": False}],
                              pipeline.DEBLUR_STAGE_KEYS, name="captures/train")
   with pytest.raises(ValueError, match=r"captures/train\[0\]: has no sharp target"):

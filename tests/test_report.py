@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from bambnet_jax import cli
-from bambnet_jax import report
+from bambnet_jax.commands import quickstart
+from bambnet_jax.commands import report
 from bambnet_jax.io import images
 
 SMOKE_CONFIG = pathlib.Path(__file__).parent.parent / "configs" / "smoke.py"
@@ -22,7 +23,7 @@ def quickstart_run(tmp_path_factory):
   """The whole quickstart on the smoke config: training, two Canon pairs, the report."""
   root = tmp_path_factory.mktemp("quickstart")
   workdir = root / "run"
-  path = report.run_quickstart(workdir, [f"data.data_dir={root / 'data'}"], canon_dir=CANON_SUBSET,
+  path = quickstart.run_quickstart(workdir, [f"data.data_dir={root / 'data'}"], canon_dir=CANON_SUBSET,
                                config_path=SMOKE_CONFIG)
   return root, workdir, path
 
@@ -88,7 +89,7 @@ def test_missing_canon_data_is_skipped_with_a_message(quickstart_run, capsys):
   copy = root / "no_canon"
   # A finished run resumes without training; only the Canon outputs and the report are redone.
   shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("canon"))
-  path = report.run_quickstart(copy, [f"data.data_dir={root / 'data'}"], canon_dir=root / "absent",
+  path = quickstart.run_quickstart(copy, [f"data.data_dir={root / 'data'}"], canon_dir=root / "absent",
                                config_path=SMOKE_CONFIG)
   assert "no Canon DP pairs" in capsys.readouterr().out
   page = path.read_text()

@@ -17,10 +17,10 @@ import jax
 import numpy as np
 import pytest
 
-from bambnet_jax import checkpoints
-from bambnet_jax import config_loader
-from bambnet_jax import deblur
-from bambnet_jax import report
+from bambnet_jax.io import weights as weights_io
+from bambnet_jax.io import config_files
+from bambnet_jax.commands import deblur
+from bambnet_jax.commands import report
 from bambnet_jax.io import images
 from bambnet_jax.models import networks
 from bambnet_jax.training import search_plots
@@ -51,7 +51,7 @@ def _random_weights(directory, net, seed):
     # Unit gain per layer keeps the outputs (and so the panels) varied but finite.
     return (rng.standard_normal(leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))).astype(np.float32)
 
-  checkpoints.save_weights(directory, jax.tree.map(draw, networks.param_shapes(net, config)), net, config)
+  weights_io.save_weights(directory, jax.tree.map(draw, networks.param_shapes(net, config)), net, config)
 
 
 def _trained_workdir(root):
@@ -83,7 +83,7 @@ def rendered(tmp_path_factory):
   if not CHROMIUM.exists():
     pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium), as .ci/run does")
   root = tmp_path_factory.mktemp("render")
-  config = config_loader.load_config(str(SMOKE_CONFIG))
+  config = config_files.load_config(str(SMOKE_CONFIG))
   config.data.data_dir = str(root / "data")
   config.data.synthetic.height = config.data.synthetic.width = config.data.crop_size = SCENE_SIZE
   path = report.write_report(_trained_workdir(root), config, num_examples=2)

@@ -11,8 +11,9 @@ import optax
 import pytest
 
 from bambnet_jax.models import networks
-from bambnet_jax.training import launch
-from bambnet_jax.training import parallel
+from bambnet_jax.parallel import launch
+from bambnet_jax.parallel import sharding
+from bambnet_jax.data import pipeline
 from bambnet_jax.training import steps
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -29,8 +30,8 @@ def _assert_same_run(a, b):
 @pytest.mark.parametrize("mode", ["coc", steps.ANNEALED_MASKS])
 def test_two_device_mesh_matches_one_device(mode):
   assert len(jax.devices()) >= 2, "conftest sets two CPU devices"
-  _assert_same_run(step_runner.run(mode, parallel.make_mesh(jax.devices()[:1])),
-                   step_runner.run(mode, parallel.make_mesh(jax.devices()[:2])))
+  _assert_same_run(step_runner.run(mode, sharding.make_mesh(jax.devices()[:1])),
+                   step_runner.run(mode, sharding.make_mesh(jax.devices()[:2])))
 
 
 def test_two_processes_through_jax_distributed_match_one_device(tmp_path):
@@ -43,30 +44,30 @@ def test_two_processes_through_jax_distributed_match_one_device(tmp_path):
   assert all(p.returncode == 0 for p in procs), "\n".join(logs)
   result = np.load(out)
   params = [result[f"p{i}"] for i in range(len(result.files) - 1)]
-  reference_losses, reference_params = step_runner.run(mode, parallel.make_mesh(jax.devices()[:1]))
+  reference_losses, reference_params = step_runner.run(mode, sharding.make_mesh(jax.devices()[:1]))
   _assert_same_run((reference_losses, jax.tree_util.tree_leaves(reference_params)),
                    (result["losses"].tolist(), params))
 
 
 def test_batch_is_split_across_devices():
-  mesh = parallel.make_mesh(jax.devices()[:2])
-  batch = parallel.put_batch(step_runner.global_batch(0), mesh)
+  mesh = sharding.make_mesh(jax.devices()[:2])
+  batch = pipeline.put_on_mesh(step_runner.global_batch(0), mesh)
   shards = batch["left"].addressable_shards
   assert len(shards) == 2 and {s.data.shape[0] for s in shards} == {2}
   np.testing.assert_array_equal(np.asarray(shards[1].data), step_runner.global_batch(0)["left"][2:])
 
 
 def test_nonfinite_step_is_skipped_when_asked():
-  mesh = parallel.make_mesh(jax.devices()[:1])
+  mesh = sharding.make_mesh(jax.devices()[:1])
   config = step_runner.CONFIG
   optimizer = optax.adam(1e-3)
   params = jax.device_get(networks.init_params("deblur", config, jax.random.key(0)))
   fn = steps.jit_train_step(steps.deblur_train_step, mesh, model=networks.build("deblur", config), coc_model=None,
                             optimizer=optimizer, mask_mode=steps.NO_MASKS, anneal_steps=1, skip_nonfinite=True)
-  state = parallel.put_replicated(steps.create_state(params, optimizer), mesh)
+  state = sharding.put_replicated(steps.create_state(params, optimizer), mesh)
   bad = step_runner.global_batch(0)
   bad["sharp"][0, 0, 0, 0] = np.nan
-  new, metrics = fn(state, parallel.put_batch(bad, mesh))
+  new, metrics = fn(state, pipeline.put_on_mesh(bad, mesh))
   assert float(metrics["nonfinite"]) == 1.0 and int(new.step) == 1
   for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(new.params).tree()), jax.tree_util.tree_leaves(params)):
     np.testing.assert_array_equal(a, b)

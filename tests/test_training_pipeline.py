@@ -8,18 +8,18 @@ import jax
 import numpy as np
 import pytest
 
-from bambnet_jax import checkpoints as weights_io
-from bambnet_jax import config_loader
-from bambnet_jax.training import checkpointing
+from bambnet_jax.io import weights as weights_io
+from bambnet_jax.io import config_files
+from bambnet_jax.training import stage_checkpoints
 from bambnet_jax.training import stages
-from bambnet_jax.training import train
+from bambnet_jax.commands import train
 
 SMOKE = pathlib.Path(__file__).parents[1] / "configs" / "smoke.py"
 
 
 def smoke_config(data_dir, *overrides):
-  config = config_loader.load_config(SMOKE)
-  return config_loader.apply_overrides(config, [f"data.data_dir={data_dir}", *overrides])
+  config = config_files.load_config(SMOKE)
+  return config_files.apply_overrides(config, [f"data.data_dir={data_dir}", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_all_stages_then_resume_skips_finished_stages(tmp_path, data_dir, monkey
   workdir = tmp_path / "run"
   summary = train.train_and_evaluate(smoke_config(data_dir), workdir)
   progress = json.loads((workdir / "progress.json").read_text())
-  assert list(progress["finished"]) == list(checkpointing.STAGES)
+  assert list(progress["finished"]) == list(stage_checkpoints.STAGES)
   assert summary["num_images"] == 2 and np.isfinite(summary["psnr"]) and "coc_mae" in summary
   thresholds = progress["finished"]["search"]["thresholds"]
   assert thresholds[0] == 0.0 and thresholds[-1] == 25.0 and np.all(np.diff(thresholds) > 0)
@@ -58,14 +58,14 @@ class _Killed(BaseException):
 
 
 def _kill_after_checkpoint(monkeypatch, stage, step):
-  original = checkpointing.StageCheckpoints.save
+  original = stage_checkpoints.StageCheckpoints.save
 
   def save_then_die(self, saved_step, state, extra):
     original(self, saved_step, state, extra)
     if self._manager.directory.parent.name == stage and saved_step == step:
       raise _Killed()
 
-  monkeypatch.setattr(checkpointing.StageCheckpoints, "save", save_then_die)
+  monkeypatch.setattr(stage_checkpoints.StageCheckpoints, "save", save_then_die)
 
 
 def _params(workdir, stage, net):
@@ -101,7 +101,7 @@ def test_nonfinite_loss_stops_with_stage_and_step_named(tmp_path, data_dir):
     train.train_and_evaluate(config, tmp_path / "nan", stop_after="coc")
   assert not (tmp_path / "nan" / "progress.json").exists()
   # The last good checkpoint (step 2, before the TV term) is kept; nothing at or after step 4.
-  ckpts = checkpointing.StageCheckpoints(tmp_path / "nan", "coc")
+  ckpts = stage_checkpoints.StageCheckpoints(tmp_path / "nan", "coc")
   assert ckpts.latest_step() == 2
   ckpts.close()
 
@@ -112,10 +112,10 @@ if __name__ == "__main__":
 
 def test_ablation_without_search_or_masks_skips_the_coc_stage(tmp_path):
   """Table III's no-masks run reads no COC map: no COC net is trained, none is evaluated."""
-  from bambnet_jax import config_loader  # pylint: disable=g-import-not-at-top
-  from bambnet_jax.training import train  # pylint: disable=g-import-not-at-top
-  config = config_loader.apply_overrides(
-      config_loader.load_config(str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "smoke.py")),
+  from bambnet_jax.io import config_files  # pylint: disable=g-import-not-at-top
+  from bambnet_jax.commands import train  # pylint: disable=g-import-not-at-top
+  config = config_files.apply_overrides(
+      config_files.load_config(str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "smoke.py")),
       ["search.enabled=False", "deblur.use_masks=False", f"data.data_dir={tmp_path / 'tfds'}"])
   summary = train.train_and_evaluate(config, tmp_path / "run")
   assert not (tmp_path / "run" / "coc").exists()

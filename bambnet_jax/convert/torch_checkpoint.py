@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from bambnet_jax import checkpoints
+from bambnet_jax.io import weights as weights_io
 from bambnet_jax.models import blocks
 from bambnet_jax.models import branches
 from bambnet_jax.models import wiring
@@ -142,5 +142,5 @@ def convert_file(checkpoint_path, output_dir, net):
   state_dict = read_state_dict(checkpoint_path)
   config = infer_model_config(state_dict, checkpoint_path)
   params = state_dict_to_params(state_dict, net, config, checkpoint_path)
-  checkpoints.save_weights(output_dir, params, net, config, source=checkpoint_path)
+  weights_io.save_weights(output_dir, params, net, config, source=checkpoint_path)
   return params, config

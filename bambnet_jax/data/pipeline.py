@@ -1,8 +1,8 @@
 """The input pipeline: DP records -> shuffled, augmented, float batches on the device mesh.
 
     import tfds_dpd  # registers the datasets
-    source = sources.DPSource.from_tfds("dpdd/patches", "train", keys=pipeline.DEBLUR_STAGE_KEYS)
-    batches = pipeline.training_batches(source, parallel.make_mesh(), batch_size=2, seed=0,
+    source = records.DPSource.from_tfds("dpdd/patches", "train", keys=pipeline.DEBLUR_STAGE_KEYS)
+    batches = pipeline.training_batches(source, sharding.make_mesh(), batch_size=2, seed=0,
                                         worker_count=12)
     batch = next(batches)            # {"left": jax.Array (2, 512, 512, 3) float32, ...}
     checkpoint["data"] = batches.get_state()    # ... on resume: batches.set_state(saved)
@@ -27,10 +27,11 @@ import jax
 import numpy as np
 
 from bambnet_jax.data import augment
-from bambnet_jax.data import sources
+from bambnet_jax.data import records
 from bambnet_jax.io import images
+from bambnet_jax.parallel import sharding
 
-DATA_AXIS = "data"
+DATA_AXIS = sharding.DATA_AXIS
 # What each stage reads (decoding one 512x512 16-bit view costs ~4-6 ms: read only what is used).
 COC_STAGE_KEYS = ("left", "right")
 DEBLUR_STAGE_KEYS = ("left", "right", "sharp")
@@ -55,7 +56,7 @@ def batch_to_float(batch):
   """Host batch with images as float32 in [0, 1] (integer / (2**bits - 1)) and COC as N x H x W x 1."""
   converted = dict(batch)
   for key, value in batch.items():
-    if key in sources.IMAGE_KEYS:
+    if key in records.IMAGE_KEYS:
       converted[key] = images.to_float(np.asarray(value))
     elif key == "coc":
       converted[key] = _coc_with_channel_axis(value)
@@ -141,7 +142,7 @@ def put_on_mesh(batch, mesh, axis=DATA_AXIS):
       raise ValueError(f"global batch of {global_rows} rows cannot be split over the "
                        f"{mesh.shape[axis]} devices of mesh axis {axis!r}")
     array = jax.make_array_from_process_local_data(sharding, value, (global_rows,) + value.shape[1:])
-    if key in sources.IMAGE_KEYS and images.bit_depth_of(value) is not None:
+    if key in records.IMAGE_KEYS and images.bit_depth_of(value) is not None:
       array = _look_up(array, _unit_float_table(value.dtype.type, mesh))
     placed[key] = array
   return placed

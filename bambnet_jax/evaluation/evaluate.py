@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bambnet_jax import checkpoints as weights_io
+from bambnet_jax.io import weights as weights_io
+from bambnet_jax.data import datasets
 from bambnet_jax.data import pipeline
 from bambnet_jax.evaluation import metrics
 from bambnet_jax.evaluation import suite as suite_lib
@@ -29,7 +30,7 @@ from bambnet_jax.evaluation import tables
 from bambnet_jax.io import images
 from bambnet_jax.losses import coc_search
 from bambnet_jax.models import networks
-from bambnet_jax.training import parallel
+from bambnet_jax.parallel import sharding
 from tfds_dpd import common as tfds_common
 
 TABLE_KEYS = suite_lib.PIXEL_METRICS
@@ -130,12 +131,12 @@ def evaluate(deblur_params, coc_params, model_config, batches, output_dir=None, 
     out = jax.block_until_ready(restore(deblur_params, coc_params, images_only, gates))
     middle = time.perf_counter()
     # With several processes, each scores the rows it fed; the records are gathered at the end.
-    scores = jax.tree_util.tree_map(parallel.local_rows, suite.per_image(out["restored"], batch["sharp"]))
+    scores = jax.tree_util.tree_map(sharding.local_rows, suite.per_image(out["restored"], batch["sharp"]))
     seconds["restore"] += middle - start
     seconds["metrics"] += time.perf_counter() - middle
-    out = jax.tree_util.tree_map(parallel.local_rows, out)
-    real = parallel.local_rows(batch["mask"]) if "mask" in batch else np.ones(len(out["restored"]), bool)
-    host = {k: parallel.local_rows(batch[k]) for k in ("scene_type", "rotated", "coc", "combined")
+    out = jax.tree_util.tree_map(sharding.local_rows, out)
+    real = sharding.local_rows(batch["mask"]) if "mask" in batch else np.ones(len(out["restored"]), bool)
+    host = {k: sharding.local_rows(batch[k]) for k in ("scene_type", "rotated", "coc", "combined")
             if k in batch and (k != "combined" or "coc" in out)}
     for i in np.flatnonzero(real):
       name = _text(batch["name"][i]) if "name" in batch else f"{len(records):03d}"
@@ -156,7 +157,7 @@ def evaluate(deblur_params, coc_params, model_config, batches, output_dir=None, 
   if jax.process_count() > 1:
     mine = {"records": records, "restored": np.asarray(restored_features).tolist(),
             "target": np.asarray(target_features).tolist()}
-    everyone = parallel.gather_from_processes(mine)
+    everyone = sharding.gather_from_processes(mine)
     records = [r for part in everyone for r in part["records"]]
     restored_features = [f for part in everyone for f in part["restored"]]
     target_features = [f for part in everyone for f in part["target"]]
@@ -188,11 +189,11 @@ def evaluate_coc(coc_params, model_config, batches):
   apply = jax.jit(lambda p, left, right: coc_net.apply({"params": p}, jnp.concatenate([left, right], axis=-1)))
   records = []
   for batch in batches:
-    predicted = parallel.local_rows(apply(coc_params, batch["left"], batch["right"]))
-    host = {k: parallel.local_rows(batch[k]) for k in ("coc", "combined")}
-    real = parallel.local_rows(batch["mask"]) if "mask" in batch else np.ones(len(predicted), bool)
+    predicted = sharding.local_rows(apply(coc_params, batch["left"], batch["right"]))
+    host = {k: sharding.local_rows(batch[k]) for k in ("coc", "combined")}
+    real = sharding.local_rows(batch["mask"]) if "mask" in batch else np.ones(len(predicted), bool)
     records += [coc_errors(predicted[i], host["coc"][i], host["combined"][i]) for i in np.flatnonzero(real)]
-  records = [r for part in parallel.gather_from_processes(records) for r in part]
+  records = [r for part in sharding.gather_from_processes(records) for r in part]
   if not records:
     raise ValueError("the test split has no images")
   return {k: float(np.mean([r[k] for r in records])) for k in records[0]} | {"images": len(records)}
@@ -204,8 +205,7 @@ def test_batches(config, mesh):
   config.eval.batch_size images per device, as in training's evaluation stage (padding rows at
   the end are masked out).
   """
-  from bambnet_jax.training import data_sources  # pylint: disable=g-import-not-at-top
-  return data_sources.DataSources(config.data, mesh).test_batches(config.eval.batch_size)
+  return datasets.DataSources(config.data, mesh).test_batches(config.eval.batch_size)
 
 
 def evaluate_checkpoint(config, workdir=None, weights=None, output_dir=None, metric_names=None,
@@ -233,15 +233,14 @@ def evaluate_checkpoint(config, workdir=None, weights=None, output_dir=None, met
     workdir = pathlib.Path(workdir)
     deblur_params, _, model_config = weights_io.load_weights(workdir / "deblur" / "weights", expected_net="deblur")
     if (workdir / "coc" / "weights").is_dir():
-      coc_params = weights_io.load_weights(workdir / "coc" / "weights", expected_net="coc",  # read by model_config
-                                           kernel_layout=networks.kernel_layout(model_config))[0]
+      coc_params = weights_io.load_weights(workdir / "coc" / "weights", expected_net="coc")[0]
     output_dir = output_dir or workdir / "evaluation"
-  mesh = parallel.make_mesh()
+  mesh = sharding.make_mesh()
   batches = test_batches(config, mesh)
   notes = [f"Test data: {config.data.test_dataset} / {config.data.test_split}; weights: "
            f"{weights or pathlib.Path(workdir) / 'deblur' / 'weights'}."]
-  summary = evaluate(parallel.put_replicated(deblur_params, mesh),
-                     None if coc_params is None else parallel.put_replicated(coc_params, mesh),
+  summary = evaluate(sharding.put_replicated(deblur_params, mesh),
+                     None if coc_params is None else sharding.put_replicated(coc_params, mesh),
                      model_config, batches, output_dir, save_images=save_images, suite=suite, notes=notes)
   table = tables.markdown(summary["groups"], suite.names, "Test set", notes, suite.fid_dims)
   return summary | {"output_dir": str(output_dir), "table": table}

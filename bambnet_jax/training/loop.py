@@ -11,7 +11,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from bambnet_jax.training import checkpointing
+from bambnet_jax.training import stage_checkpoints
 from bambnet_jax.training import logs
 
 
@@ -40,7 +40,7 @@ def _mean_metrics(pending):
 
 
 def run_steps(state, *, choose_step: Callable[[int], Callable], batches, end_step: int,
-              settings: LoopSettings, checkpoints: checkpointing.StageCheckpoints,
+              settings: LoopSettings, checkpoints: stage_checkpoints.StageCheckpoints,
               logger: logs.StageLogger, extra: Callable[[], dict[str, Any]],
               save_at_end=True):
   """Runs steps state.step .. end_step - 1; returns the state (checkpointed at `end_step`).

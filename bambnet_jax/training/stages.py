@@ -15,13 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bambnet_jax import checkpoints as weights_io
+from bambnet_jax.io import weights as weights_io
 from bambnet_jax.data import pipeline
 from bambnet_jax.models import networks
-from bambnet_jax.training import checkpointing
+from bambnet_jax.training import stage_checkpoints
 from bambnet_jax.training import logs
 from bambnet_jax.training import loop
-from bambnet_jax.training import parallel
+from bambnet_jax.parallel import sharding
 from bambnet_jax.training import steps
 from bambnet_jax.training import thresholds as threshold_search
 
@@ -34,7 +34,7 @@ class Context:
   config: Any
   workdir: pathlib.Path
   mesh: Any
-  data: Any  # data_sources.DataSources
+  data: Any  # datasets.DataSources
 
   def key(self, stream):
     return jax.random.fold_in(jax.random.key(self.config.seed), stream)
@@ -87,9 +87,9 @@ def train_coc(ctx):
   state = steps.create_state(networks.init_params("coc", ctx.config.model, ctx.key(_COC_STREAM)), optimizer)
   batches = ctx.data.train_batches(pipeline.COC_STAGE_KEYS, cfg.batch_size, seed=ctx.config.seed,
                                    crop_size=cfg.get("crop_size"))
-  ckpts = checkpointing.StageCheckpoints(ctx.workdir, "coc")
+  ckpts = stage_checkpoints.StageCheckpoints(ctx.workdir, "coc")
   state, _ = _restore_or_start(ckpts, state, batches)
-  state = parallel.put_replicated(state, ctx.mesh)
+  state = sharding.put_replicated(state, ctx.mesh)
   step_fn = steps.jit_train_step(steps.coc_train_step, ctx.mesh,
                                  compiler_options=networks.compiler_options(model_config),
                                  model=model, optimizer=optimizer,
@@ -141,10 +141,10 @@ def search_thresholds(ctx, coc_params):
   params = networks.init_params("deblur", ctx.config.model, ctx.key(_DEBLUR_STREAM))
   state = steps.create_state(params, optimizer, _guidance(coc_params, start))
   batches = ctx.data.train_batches(pipeline.DEBLUR_STAGE_KEYS, cfg.batch_size, seed=ctx.config.seed + _SEARCH_DATA)
-  ckpts = checkpointing.StageCheckpoints(ctx.workdir, "search")
+  ckpts = stage_checkpoints.StageCheckpoints(ctx.workdir, "search")
   state, extra = _restore_or_start(ckpts, state, batches)
   history = extra.get("history", [])
-  state = parallel.put_replicated(state, ctx.mesh)
+  state = sharding.put_replicated(state, ctx.mesh)
   train_fn = steps.jit_train_step(steps.deblur_train_step, ctx.mesh,
                                   compiler_options=networks.compiler_options(ctx.config.model),
                                   model=model, coc_model=coc_model,
@@ -171,7 +171,7 @@ def search_thresholds(ctx, coc_params):
                       "counts": counts.tolist(), "bin_edges": edges.tolist(),
                       "converged": threshold_search.has_converged(before, after, cfg.tolerance)})
       # The state's own guidance: the COC parameters passed in were donated with the first step.
-      new_thresholds = parallel.put_replicated(np.asarray(after, np.float32), ctx.mesh)
+      new_thresholds = sharding.put_replicated(np.asarray(after, np.float32), ctx.mesh)
       state = state.replace(guidance=state.guidance | {"thresholds": new_thresholds})
       ckpts.save(end, state, extra_fn() | {"data": loop.encode_data_state(batches.get_state())})
       logger.write(end, {"search_cost": cost, **{f"r{i + 1}": r for i, r in enumerate(after)}})
@@ -192,9 +192,9 @@ def train_deblur(ctx, coc_params, thresholds, init_params=None):
     init_params = networks.init_params("deblur", ctx.config.model, ctx.key(_DEBLUR_STREAM))
   state = steps.create_state(init_params, optimizer, _guidance(coc_params, thresholds))
   batches = ctx.data.train_batches(pipeline.DEBLUR_STAGE_KEYS, cfg.batch_size, seed=ctx.config.seed + _DEBLUR_DATA)
-  ckpts = checkpointing.StageCheckpoints(ctx.workdir, "deblur")
+  ckpts = stage_checkpoints.StageCheckpoints(ctx.workdir, "deblur")
   state, _ = _restore_or_start(ckpts, state, batches)
-  state = parallel.put_replicated(state, ctx.mesh)
+  state = sharding.put_replicated(state, ctx.mesh)
   common = dict(model=model, coc_model=coc_model, optimizer=optimizer, anneal_steps=cfg.anneal_steps,
                 skip_nonfinite=ctx.config.skip_nonfinite,
                 compiler_options=networks.compiler_options(ctx.config.model))
@@ -207,7 +207,7 @@ def train_deblur(ctx, coc_params, thresholds, init_params=None):
 
 def latest_search_params(ctx, coc_params):
   """The search stage's final deblurring-net parameters (to start stage 3 from), or None."""
-  ckpts = checkpointing.StageCheckpoints(ctx.workdir, "search")
+  ckpts = stage_checkpoints.StageCheckpoints(ctx.workdir, "search")
   try:
     if ckpts.latest_step() is None:
       return None

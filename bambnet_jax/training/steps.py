@@ -18,7 +18,7 @@ from bambnet_jax.losses import reblur
 from bambnet_jax.models import masks
 from bambnet_jax.models import networks
 from bambnet_jax.training import flat_params
-from bambnet_jax.training import parallel
+from bambnet_jax.parallel import sharding
 from bambnet_jax.training import thresholds as threshold_search
 
 # How the deblurring net's branches are gated during a step.
@@ -151,6 +151,6 @@ def jit_train_step(step_fn, mesh, compiler_options=None, **static):
                      "(--local-processes) or model.conv_fusion=off")
   options = step_options(compiler_options, mesh.devices.flat[0].platform)
   return jax.jit(functools.partial(step_fn, **static),
-                 in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
-                 out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
+                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+                 out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
                  donate_argnums=(0,), compiler_options=options)

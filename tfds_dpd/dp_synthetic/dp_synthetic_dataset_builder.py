@@ -19,7 +19,7 @@ import os
 
 import tensorflow_datasets as tfds
 
-from bambnet_jax.data import sources
+from bambnet_jax.data import records
 from bambnet_jax.data import synthetic
 from bambnet_jax.io import images
 from tfds_dpd import common
@@ -64,7 +64,7 @@ class DpSynthetic(common.DPBuilder):
 
   def _generate_examples(self, split, count):
     config = self.builder_config
-    jobs = [(f"{split}_{index:06d}", sources.scene_seed(config.seed, split, index), config.scene)
+    jobs = [(f"{split}_{index:06d}", records.scene_seed(config.seed, split, index), config.scene)
             for index in range(count)]
     workers = min(os.cpu_count() or 1, MAX_RENDER_WORKERS, count // SCENES_PER_WORKER)
     if workers < 2:

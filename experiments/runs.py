@@ -2,7 +2,7 @@
 
 Every script in experiments/ takes `--config` (default configs/smoke.py, seconds on a CPU),
 `--workdir`, the metric options of `bambnet eval` and config overrides, trains what it needs
-through `train_and_evaluate` (finished stages are never redone, so scripts share one run), and
+through `training.train.train` (finished stages are never redone, so scripts share one run), and
 evaluates with `evaluate.evaluate` on the config's full-resolution test split.
 """
 
@@ -12,12 +12,13 @@ import pathlib
 
 import jax
 
-from bambnet_jax import checkpoints as weights_io
-from bambnet_jax import config_loader
+from bambnet_jax.io import weights as weights_io
+from bambnet_jax.io import config_files
 from bambnet_jax.data import pipeline
 from bambnet_jax.evaluation import evaluate
 from bambnet_jax.evaluation import suite as suite_lib
-from bambnet_jax.models import networks
+from bambnet_jax.parallel import sharding
+from bambnet_jax.training import train as train_lib
 
 DEFAULT_CONFIG = "configs/smoke.py"
 # The metrics of the paper's tables (LPIPS with SqueezeNet, as BaMBNet's code computes it).
@@ -40,7 +41,7 @@ def parser(description):
 
 
 def load_config(args, extra_overrides=()):
-  return config_loader.apply_overrides(config_loader.load_config(args.config),
+  return config_files.apply_overrides(config_files.load_config(args.config),
                                        list(args.overrides) + list(extra_overrides))
 
 
@@ -51,8 +52,7 @@ def metric_suite(args):
 
 def train(config, workdir):
   """Trains (or resumes, or finds finished) the COC net, threshold search and deblurring net."""
-  from bambnet_jax.training import train as train_lib  # pylint: disable=g-import-not-at-top
-  train_lib.train_and_evaluate(config, workdir, stop_after="deblur")
+  train_lib.train(config, workdir)
 
 
 class Run:
@@ -65,8 +65,7 @@ class Run:
     coc_dir = self.workdir / "coc" / "weights"
     self.coc_params = None
     if coc_dir.is_dir():  # read by the deblurring net's model config
-      self.coc_params = weights_io.load_weights(coc_dir, expected_net="coc",
-                                                kernel_layout=networks.kernel_layout(self.model_config))[0]
+      self.coc_params = weights_io.load_weights(coc_dir, expected_net="coc")[0]
     progress = json.loads((self.workdir / "progress.json").read_text())["finished"]
     self.thresholds = progress.get("search", {}).get("thresholds")
     rounds = self.workdir / "search" / "rounds.json"
@@ -75,16 +74,14 @@ class Run:
 
 def test_batches(config, mesh=None):
   """The config's test split in order, as evaluation batches on `mesh` (default: all devices)."""
-  from bambnet_jax.training import parallel  # pylint: disable=g-import-not-at-top
-  return evaluate.test_batches(config, mesh or parallel.make_mesh())
+  return evaluate.test_batches(config, mesh or sharding.make_mesh())
 
 
 def evaluate_run(run, config, suite, output_dir, branch_gates=None, save_images=0, title="Test set", notes=()):
   """evaluate.evaluate of a Run's deblurring net on the config's test split."""
-  from bambnet_jax.training import parallel  # pylint: disable=g-import-not-at-top
-  mesh = parallel.make_mesh()
-  coc = None if run.coc_params is None else parallel.put_replicated(run.coc_params, mesh)
-  return evaluate.evaluate(parallel.put_replicated(run.deblur_params, mesh), coc, run.model_config,
+  mesh = sharding.make_mesh()
+  coc = None if run.coc_params is None else sharding.put_replicated(run.coc_params, mesh)
+  return evaluate.evaluate(sharding.put_replicated(run.deblur_params, mesh), coc, run.model_config,
                            test_batches(config, mesh), output_dir, save_images=save_images, suite=suite,
                            branch_gates=branch_gates, title=title, notes=notes)
 

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 
 import tfds_dpd
 from bambnet_jax.data import pipeline
-from bambnet_jax.data import sources
+from bambnet_jax.data import records
 from bambnet_jax.data import synthetic
 
 
@@ -76,12 +76,12 @@ class DataSources:
   def source(self, dataset, split, keys, max_examples=None):
     builder = self._builder(dataset)
     records = builder.as_data_source(split=split, decoders={k: tfds.decode.SkipDecoding()
-                                                            for k in sources.IMAGE_KEYS})
+                                                            for k in records.IMAGE_KEYS})
     if max_examples:
       records = _Head(records, max_examples)
     features = set(builder.info.features.keys())
     keys = tuple(k for k in keys if k in features)
-    return sources.DPSource(records, keys, name=f"{dataset}/{split}")
+    return records.DPSource(records, keys, name=f"{dataset}/{split}")
 
   def train_batches(self, keys, batch_size, seed, crop_size=None):
     """Random crops of the training split; `crop_size` None: the data config's."""

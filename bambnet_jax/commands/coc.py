@@ -7,11 +7,16 @@ focal plane, < 0 behind it (SPEC section 3).
 
 import pathlib
 
+import jax
+import jax.numpy as jnp
+from matplotlib import colormaps
 import numpy as np
 
 from bambnet_jax.io import files
 from bambnet_jax.io import images
+from bambnet_jax.io import weights as weights_io
 from bambnet_jax.losses import coc_search
+from bambnet_jax.models import networks
 
 METHODS = ("search", "network")
 COLORMAP = "RdBu_r"  # diverging: red in front of the focal plane, white in focus, blue behind
@@ -27,7 +32,6 @@ def colour_range(coc):
 
 def colour_map(coc, vmax):
   """(H, W) signed COC -> (H, W, 3) uint8 RGB with the diverging COLORMAP over [-vmax, vmax]."""
-  from matplotlib import colormaps  # imported here: only the PNG writer needs matplotlib
   scaled = np.clip((np.asarray(coc, np.float64) + vmax) / (2.0 * vmax), 0.0, 1.0)
   rgba = colormaps[COLORMAP](scaled, bytes=True)
   return np.ascontiguousarray(rgba[..., :3])
@@ -35,14 +39,9 @@ def colour_map(coc, vmax):
 
 def _coc_from_network(weights, left, right):
   """The COC net's (H, W, 3) per-colour-channel map for float (H, W, 3) views."""
-  import jax
-  import jax.numpy as jnp
-  from bambnet_jax import checkpoints
-  from bambnet_jax.models import networks
-
   if left.shape[2] != 3:
     raise ValueError(f"the COC network needs RGB views, got {left.shape[2]} channel(s)")
-  params, net, config = checkpoints.load_weights(weights, expected_net="coc")
+  params, net, config = weights_io.load_weights(weights, expected_net="coc")
   model = networks.build(net, config)
   views = jnp.concatenate([jnp.asarray(left), jnp.asarray(right)], axis=-1)[None]
   coc = jax.jit(model.apply)({"params": params}, views)

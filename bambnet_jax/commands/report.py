@@ -1,6 +1,4 @@
-"""`bambnet quickstart`: train on a CPU in minutes, restore the real Canon pairs, write one HTML report.
-
-    bambnet quickstart --workdir workdirs/quickstart
+"""The HTML report of a training workdir (written by `bambnet quickstart`).
 
 The report (`<workdir>/report.html`) is self-contained (every image is a base64 data URI), so it
 can be mailed or attached to an issue as one file. It shows the test metrics of the restored
@@ -16,37 +14,16 @@ import pathlib
 
 import numpy as np
 
+from bambnet_jax.commands import deblur
+from bambnet_jax.evaluation import evaluate
 from bambnet_jax.io import figures
 from bambnet_jax.io import files
 from bambnet_jax.io import images
+from bambnet_jax.parallel import sharding
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-QUICKSTART_CONFIG = REPO_ROOT / "configs" / "quickstart.py"
-CANON_DIR = REPO_ROOT / "tests" / "data" / "real_dp" / "canon_r6m2_flat"
 # The curves worth a glance per stage; other logged keys (rates, times) are bookkeeping.
 _SKIPPED_CURVE_KEYS = ("stage", "step", "steps_per_s", "time", "nonfinite")
 _EXAMPLE_COLUMNS = ("input (L+R)/2", "COC map", "branch masks", "restored", "ground truth")
-
-
-def run_quickstart(workdir, overrides=(), canon_dir=CANON_DIR, config_path=QUICKSTART_CONFIG):
-  """Trains and evaluates `config_path` in `workdir`, restores the Canon pairs, writes the report.
-
-  Returns the report's path. A finished training run is resumed (not redone), so running it again
-  only rewrites the Canon outputs and the report.
-  """
-  from bambnet_jax import config_loader  # pylint: disable=g-import-not-at-top
-  from bambnet_jax.training import train  # pylint: disable=g-import-not-at-top
-  workdir = pathlib.Path(workdir)
-  config = config_loader.apply_overrides(config_loader.load_config(str(config_path)), list(overrides))
-  train.train_and_evaluate(config, workdir)
-  canon_dir = None if canon_dir is None else pathlib.Path(canon_dir)
-  if canon_dir is not None and canon_dir.is_dir():
-    from bambnet_jax import deblur  # pylint: disable=g-import-not-at-top
-    deblur.run_deblur(workdir / "canon", input_dir=canon_dir, weights=workdir, show_progress=False)
-  else:
-    # The captures ship with a source checkout only; an installed package has no tests/data.
-    print(f"no Canon DP pairs at {canon_dir}: the report leaves them out")
-  return write_report(workdir, config)
 
 
 def write_report(workdir, config, num_examples=3):
@@ -166,10 +143,8 @@ def _to_png8(image):
 
 def _test_scenes(config, count):
   """The first `count` test scenes as host arrays (left, right, combined, sharp, name)."""
-  from bambnet_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  from bambnet_jax.training import parallel  # pylint: disable=g-import-not-at-top
   scenes = []
-  for batch in evaluate.test_batches(config, parallel.make_mesh()):
+  for batch in evaluate.test_batches(config, sharding.make_mesh()):
     mask = np.asarray(batch["mask"])
     for i in np.flatnonzero(mask):
       name = batch["name"][i]
@@ -183,7 +158,6 @@ def _test_scenes(config, count):
 
 def _examples_html(workdir, config, count):
   """Restores `count` test scenes with `bambnet deblur` and lays them out side by side."""
-  from bambnet_jax import deblur  # pylint: disable=g-import-not-at-top
   out_dir, in_dir = workdir / "examples", workdir / "examples" / "inputs"
   scenes = _test_scenes(config, count)
   if not scenes:

@@ -11,7 +11,7 @@ its process id), then each process feeds only its own shard of every global batc
 One host, one process per GPU: each GPU gets its own launching thread, which a launch-bound step
 needs to scale (two H200s: 1.75x from one process, 1.91x from one per GPU, experiments/PERF.md).
 Process i owns only GPU i through `local_device_ids`; `bambnet train --local-processes 2`
-(training/launch.py) starts them, which is the same as:
+(parallel/launch.py) starts them, which is the same as:
 
   for i in 0 1; do
     bambnet train --config configs/dpdd.py --workdir /shared/dir parallel.coordinator=localhost:12345 \\
@@ -26,9 +26,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from bambnet_jax.data import pipeline
-
-DATA_AXIS = pipeline.DATA_AXIS
+DATA_AXIS = "data"  # the mesh axis the batch is sharded over
 
 
 def initialize_distributed(coordinator=None, num_processes=None, process_id=None, local_device_ids=None):
@@ -84,15 +82,10 @@ def put_replicated(tree, mesh):
   return jax.device_put(jax.tree_util.tree_map(_host_copy, tree), replicated(mesh))
 
 
-def put_batch(local_batch, mesh):
-  """Assembles each process's local NumPy batch into global arrays sharded on the batch axis."""
-  return pipeline.put_on_mesh(local_batch, mesh, DATA_AXIS)
-
-
 def local_rows(x):
   """This process's rows of a batch-sharded array, as NumPy (all rows when one process runs).
 
-  Process p fed rows [p * n, (p + 1) * n) (`put_batch`), so its host-side fields (names) line up.
+  Process p fed rows [p * n, (p + 1) * n) (`data.pipeline.put_on_mesh`), so its host-side fields (names) line up.
   """
   if not isinstance(x, jax.Array) or x.is_fully_addressable:
     return np.asarray(jax.device_get(x))

@@ -21,12 +21,13 @@ import re
 
 import cv2
 import numpy as np
+import tqdm
 
-from bambnet_jax import checkpoints
-from bambnet_jax import coc_maps
-from bambnet_jax import inference
+from bambnet_jax.commands import coc as coc_command
+from bambnet_jax.commands import inference
 from bambnet_jax.io import files
 from bambnet_jax.io import images
+from bambnet_jax.io import weights as weights_io
 
 COC_CHOICES = ("auto",) + inference.COC_SOURCES
 # Okabe-Ito colours (distinguishable with colour-blindness), lightest branch first.
@@ -63,7 +64,7 @@ def resolve_weights(weights, coc_weights=None):
     return WeightSources(weights, coc_weights, None)
   deblur = weights / "deblur" / "weights"
   if not deblur.is_dir():
-    raise checkpoints.WeightsError(f"{weights}: a training workdir without deblur/weights "
+    raise weights_io.WeightsError(f"{weights}: a training workdir without deblur/weights "
                                    "(has the deblur stage finished?)")
   thresholds = None
   if progress.is_file():
@@ -71,7 +72,7 @@ def resolve_weights(weights, coc_weights=None):
       record = json.loads(progress.read_text())
       found = record.get("finished", {}).get("search", {}).get("thresholds")
     except (ValueError, AttributeError) as e:
-      raise checkpoints.WeightsError(f"{progress}: unreadable progress record ({e})") from e
+      raise weights_io.WeightsError(f"{progress}: unreadable progress record ({e})") from e
     if found:
       thresholds = tuple(float(r) for r in found[:-1])  # the last one is the upper bound r_(M+1)
   if coc_weights is None and (weights / "coc" / "weights").is_dir():
@@ -84,10 +85,10 @@ def load_deblurrer(sources, coc="auto", thresholds=None, **options):
   "network", "search" or "none". `thresholds` overrides the sources'. options: see Deblurrer."""
   if coc not in COC_CHOICES:
     raise ValueError(f"unknown COC source {coc!r}; expected one of {COC_CHOICES}")
-  deblur_params, _, deblur_config = checkpoints.load_weights(sources.deblur, expected_net="deblur")
+  deblur_params, _, deblur_config = weights_io.load_weights(sources.deblur, expected_net="deblur")
   coc_params = coc_config = None
   if coc in ("auto", "network") and sources.coc is not None:
-    coc_params, _, coc_config = checkpoints.load_weights(sources.coc, expected_net="coc")
+    coc_params, _, coc_config = weights_io.load_weights(sources.coc, expected_net="coc")
   return inference.Deblurrer(deblur_params, deblur_config, coc_params, coc_config,
                              coc_source=None if coc == "auto" else coc,
                              thresholds=thresholds if thresholds is not None else sources.thresholds, **options)
@@ -206,7 +207,7 @@ def _encoded_outputs(output_dir, name, left, right, result, thresholds):
     shown = result.coc.mean(axis=-1)
     outputs[output_dir / f"{name}_coc.npy"] = result.coc
     outputs[output_dir / f"{name}_coc.png"] = images.encode_png(
-        coc_maps.colour_map(shown, coc_maps.colour_range(shown)))
+        coc_command.colour_map(shown, coc_command.colour_range(shown)))
     combined = (images.to_float(left) + images.to_float(right)) / 2.0
     overlay = masks_overlay(combined, result.branches, thresholds)
     outputs[output_dir / f"{name}_masks.png"] = images.encode_png(overlay)
@@ -247,7 +248,6 @@ def run_deblur(output_dir, left=None, right=None, input_dir=None, weights=None, 
   Raises ValueError/OSError (ImageError, WeightsError, ...) for a bad single pair or bad options,
   before anything is written; DeblurFailures after a folder run in which some inputs were bad.
   """
-  import tqdm  # only the command shows progress bars
 
   if (left is None) != (right is None) or (left is None) == (input_dir is None):
     raise ValueError("give either --left and --right (one pair) or --input-dir (a folder of pairs)")

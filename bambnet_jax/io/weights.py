@@ -9,13 +9,12 @@ import os
 import pathlib
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from bambnet_jax.models import blocks
-from bambnet_jax.models import networks
-
 WEIGHTS_FORMAT = "bambnet-jax-weights-1"
+KERNEL_LAYOUT = "OHWI"  # conv kernels as cuDNN reads them (out, height, width, in)
 _STEP = 0
 
 
@@ -32,7 +31,8 @@ def save_weights(directory, params, net, model_config, source=""):
   directory = pathlib.Path(directory)
   if directory.exists() and any(directory.iterdir()):
     raise WeightsError(f"{directory}: already exists and is not empty; choose a new output directory")
-  meta = {"format": WEIGHTS_FORMAT, "net": net, "model": model_config.to_dict(), "source": str(source)}
+  meta = {"format": WEIGHTS_FORMAT, "net": net, "model": model_config.to_dict() | {"kernel_layout": KERNEL_LAYOUT},
+          "source": str(source)}
   meta["model"]["branch_capacities"] = list(meta["model"]["branch_capacities"])
   params = jax.tree_util.tree_map(np.asarray, params)
   with _manager(directory) as manager:
@@ -41,11 +41,11 @@ def save_weights(directory, params, net, model_config, source=""):
     manager.wait_until_finished()
 
 
-def load_weights(directory, expected_net=None, kernel_layout=None):
+def load_weights(directory, expected_net=None):
   """Reads weights written by `save_weights`. Returns (params, net, model_config).
 
-  kernel_layout: the layout to return the kernels in (default: as stored), so that weights can
-  be used with a net of another model config's layout (`networks.kernel_layout`).
+  model_config is the ConfigDict of model fields the weights were written with
+  (`models.networks.model_config`).
   """
   directory = pathlib.Path(directory)
   if not directory.is_dir():
@@ -60,13 +60,9 @@ def load_weights(directory, expected_net=None, kernel_layout=None):
     net = meta["net"]
     if expected_net is not None and net != expected_net:
       raise WeightsError(f"{directory}: holds the {net!r} network, but the {expected_net!r} network is needed")
-    config = networks.model_config(meta["model"]["width"], meta["model"]["branch_capacities"])
-    config.update(meta["model"] | {"branch_capacities": tuple(meta["model"]["branch_capacities"])})
-    # Weights written before kernels could be stored OHWI hold them HWIO.
-    config.kernel_layout = networks.kernel_layout(meta["model"])
-    target = networks.param_shapes(net, config)
-    params = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))["params"]
-  if kernel_layout is not None:
-    params = blocks.to_kernel_layout(params, config.kernel_layout, kernel_layout)
-    config.kernel_layout = kernel_layout
+    if meta["model"].get("kernel_layout") != KERNEL_LAYOUT:
+      raise WeightsError(f"{directory}: kernels stored in the older HWIO layout; convert the source "
+                         "checkpoint again (bambnet convert-torch) or retrain")
+    params = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore()))["params"]
+  config = ml_collections.ConfigDict(meta["model"] | {"branch_capacities": tuple(meta["model"]["branch_capacities"])})
   return params, net, config

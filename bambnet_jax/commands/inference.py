@@ -20,6 +20,7 @@ import numpy as np
 from bambnet_jax.io import images
 from bambnet_jax.losses import coc_search
 from bambnet_jax.models import masks
+from bambnet_jax.models import networks
 from bambnet_jax.models import padding
 
 NET_MULTIPLE = 16  # the branches pool four times by 2: tiles start on this grid, as the full image
@@ -210,7 +211,6 @@ class Deblurrer:
     coc_source: "network" (needs coc_params), "search", "none", or None (network if given, else search).
     progress: optional factory(total=, desc=) of tile progress bars (with update(n) and close()),
       e.g. functools.partial(tqdm.tqdm, leave=False)."""
-    from bambnet_jax.models import networks  # flax is only needed once weights are used
     self.coc_source = coc_source or ("network" if coc_params is not None else "search")
     if self.coc_source not in COC_SOURCES:
       raise ValueError(f"unknown COC source {self.coc_source!r}; expected one of {COC_SOURCES}")

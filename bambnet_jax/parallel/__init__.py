@@ -1,0 +1,1 @@
+"""Shared infrastructure beneath every layer: the device mesh, shardings and process launch."""
