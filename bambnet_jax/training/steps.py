@@ -1,8 +1,9 @@
 """Pure training and evaluation steps for the three stages; jitted over the device mesh.
 
 Each step is `step(state, batch) -> (state, metrics)` with the state donated. The state carries
-what the step reads but never trains (the frozen COC net's parameters and the thresholds) in
-`guidance`, so thresholds are data, not constants: a new search round never recompiles.
+what the masks are computed from but never trains (the frozen COC net's parameters and the
+thresholds) in `mask_inputs`, so thresholds are data, not constants: a new search round never
+recompiles.
 Nothing in a step is random (the randomness is in the data pipeline, seeded and checkpointed).
 """
 
@@ -16,7 +17,6 @@ import optax
 
 from bambnet_jax.losses import reblur
 from bambnet_jax.models import masks
-from bambnet_jax.models import networks
 from bambnet_jax.training import flat_params
 from bambnet_jax.parallel import sharding
 from bambnet_jax.training import thresholds as threshold_search
@@ -32,17 +32,24 @@ class TrainState:
   step: jax.Array
   params: flat_params.FlatParams  # the trained net's parameters; `.tree()` gives the tree
   opt_state: Any  # over the FlatParams: Adam's moments are single vectors too
-  guidance: Any = None  # {"coc_params" (FlatParams), "thresholds"} for the deblurring net; None for the COC net
+  # The deblurring net's {"coc_params" (FlatParams of the frozen COC net), "thresholds"}; None for
+  # the COC net.
+  mask_inputs: Any = None
 
 
-def create_state(params, optimizer, guidance=None):
-  """A step-0 state for a parameter tree; the parameters (and the guidance's COC parameters) are
+def mask_inputs(coc_params, thresholds):
+  """What the deblurring net's masks are computed from; coc_params None: no masks (the ablation)."""
+  return {"coc_params": coc_params, "thresholds": jnp.asarray(thresholds, jnp.float32)}
+
+
+def create_state(params, optimizer, inputs_of_masks=None):
+  """A step-0 state for a parameter tree; the parameters (and the frozen COC parameters) are
   kept flat (flat_params.py: one vector each, so a step handles a few arrays, not ~1,350)."""
   params = flat_params.flatten(params)
-  if guidance is not None and guidance["coc_params"] is not None:  # None: the ablation without masks
-    guidance = dict(guidance, coc_params=flat_params.flatten(guidance["coc_params"]))
+  if inputs_of_masks is not None and inputs_of_masks["coc_params"] is not None:
+    inputs_of_masks = dict(inputs_of_masks, coc_params=flat_params.flatten(inputs_of_masks["coc_params"]))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                    guidance=guidance)
+                    mask_inputs=inputs_of_masks)
 
 
 def dp_views(batch):
@@ -89,22 +96,22 @@ def coc_train_step(state, batch, *, model, optimizer, tv_start, tv_weight, loss_
   return _apply_update(state, grads, optimizer, loss, skip_nonfinite)
 
 
-def branch_gates(guidance, views, mask_mode, anneal_step, anneal_steps, coc_model):
+def branch_gates(inputs_of_masks, views, mask_mode, anneal_step, anneal_steps, coc_model):
   """The gates of each branch for a batch; computes the COC map only when the masks need it."""
   if mask_mode == NO_MASKS:
     return None
-  coc_params = guidance["coc_params"].tree()
+  coc_params = inputs_of_masks["coc_params"].tree()
   coc = jax.lax.stop_gradient(coc_model.apply({"params": coc_params}, views))
-  mask = masks.defocus_masks(coc, guidance["thresholds"][:-1])
+  mask = masks.defocus_masks(coc, inputs_of_masks["thresholds"][:-1])
   weight = 1.0 if mask_mode == HARD_MASKS else masks.annealing_weight(anneal_step, anneal_steps)
   return masks.branch_gates(mask, weight)
 
 
 def deblur_train_step(state, batch, *, model, coc_model, optimizer, mask_mode, anneal_steps,
-                      anneal_offset=0, skip_nonfinite=False):
+                      skip_nonfinite=False):
   """Stages 2 and 3: the deblurring net on L1 against the sharp target, gated per `mask_mode`."""
   views = dp_views(batch)
-  gates = branch_gates(state.guidance, views, mask_mode, state.step - anneal_offset, anneal_steps, coc_model)
+  gates = branch_gates(state.mask_inputs, views, mask_mode, state.step, anneal_steps, coc_model)
 
   def loss_fn(params):
     restored = model.apply({"params": params.tree()}, views, gates)
@@ -114,42 +121,39 @@ def deblur_train_step(state, batch, *, model, coc_model, optimizer, mask_mode, a
   return _apply_update(state, grads, optimizer, loss, skip_nonfinite)
 
 
-def branch_error_step(params, guidance, batch, *, model, coc_model, num_bins, bin_width):
+def _blur(coc_model, coc_params, views):
+  """The pixel's largest |COC| over the colour channels, as the masks read it."""
+  return jnp.max(jnp.abs(coc_model.apply({"params": coc_params.tree()}, views)), axis=-1)
+
+
+def blur_histogram_step(coc_params, batch, edges, *, coc_model):
+  """Threshold search: the meta batch's pixel counts per |COC| bin (`edges` traced: no recompile)."""
+  return threshold_search.blur_histogram(_blur(coc_model, coc_params, dp_views(batch)), edges, batch.get("mask"))
+
+
+def branch_error_step(params, inputs_of_masks, batch, edges, *, model, coc_model):
   """Threshold search: per-(branch, COC bin) summed L1 error of each branch alone on one batch."""
   views = dp_views(batch)
-  coc = coc_model.apply({"params": guidance["coc_params"].tree()}, views)
-  blur = jnp.max(jnp.abs(coc), axis=-1)
+  blur = _blur(coc_model, inputs_of_masks["coc_params"], views)
   alone = model.apply({"params": params.tree()}, views, each_branch_alone=True)
-  return threshold_search.per_bin_branch_errors(alone, batch["sharp"], blur, num_bins, bin_width,
-                                                batch.get("mask"))
+  return threshold_search.per_bin_branch_errors(alone, batch["sharp"], blur, edges, batch.get("mask"))
 
 
 # XLA options on CPU for every jitted function that reads a FlatParams. There the split of the
 # flat vector into ~450 parameters becomes ~450 kernels, and XLA's MLIR fusion emitters take ~7 ms
 # to compile each; its older emitters compile the width-8 deblurring step in 8.4 s instead of
-# 12.7 s, with the same loss and step time (experiments/PERF.md, session 7). Not set on GPU.
+# 12.7 s, with the same loss and step time (experiments/PERF.md). Not set on GPU.
 CPU_FLAT_STATE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
-def step_options(compiler_options=None, platform=None):
-  """XLA options for a step on `platform` (default: JAX's default backend): a model's options
-  (`networks.compiler_options`), with CPU_FLAT_STATE_OPTIONS under them on CPU."""
-  base = CPU_FLAT_STATE_OPTIONS if (platform or jax.default_backend()) == "cpu" else {}
-  return {**base, **(compiler_options or {})}
+def step_options(platform=None):
+  """XLA options for a step on `platform` (default: JAX's default backend)."""
+  return dict(CPU_FLAT_STATE_OPTIONS) if (platform or jax.default_backend()) == "cpu" else {}
 
 
-def jit_train_step(step_fn, mesh, compiler_options=None, **static):
-  """Jits a train step over the mesh: state replicated and donated, batch sharded on `data`.
-
-  compiler_options: XLA options for this step (`networks.compiler_options` of its model config);
-  see `step_options`.
-  """
-  gpus = [d for d in mesh.local_devices if d.platform == "gpu"]  # off GPU the option is ignored
-  if (compiler_options or {}).get(networks.CONV_FUSION_OPTION) and len(gpus) > 1:
-    raise ValueError(f"model.conv_fusion=on with {len(gpus)} GPUs in one process: XLA's conv "
-                     "fusion crashes there (experiments/PERF.md); train with one process per GPU "
-                     "(--local-processes) or model.conv_fusion=off")
-  options = step_options(compiler_options, mesh.devices.flat[0].platform)
+def jit_train_step(step_fn, mesh, **static):
+  """Jits a train step over the mesh: state replicated and donated, batch sharded on `data`."""
+  options = step_options(mesh.devices.flat[0].platform)
   return jax.jit(functools.partial(step_fn, **static),
                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
                  out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
