@@ -11,6 +11,7 @@ from bambnet_jax.convert import torch_checkpoint
 from bambnet_jax.evaluation import evaluate
 from bambnet_jax.io import config_files
 from bambnet_jax.parallel import launch
+from bambnet_jax.parallel import sharding
 
 
 def _convert_torch(args):
@@ -26,10 +27,26 @@ def _train(args):
   train.train_and_evaluate(config, args.workdir, stop_after=args.stop_after)
 
 
+def _raw_options(args):
+  """The raw-view keyword arguments shared by `coc` and `deblur`."""
+  given = (args.flat_field_left, args.flat_field_right)
+  return {"black_level": args.black_level, "white_level": args.white_level,
+          "flat_field": given if any(p is not None for p in given) else None}
+
+
+def _add_raw_arguments(p):
+  p.add_argument("--black-level", type=float, help="raw views: the sensor's black level; pixels map to (v - black) / "
+                                                   "(white - black) (default: dp_raw.json beside the views, if any)")
+  p.add_argument("--white-level", type=float, help="raw views: the saturation level, e.g. 1023 or 16383 for 10 or 14 bits")
+  p.add_argument("--flat-field-left", help="left view of a uniform bright surface (same levels): removes the left "
+                                           "view's vignetting (with --flat-field-right)")
+  p.add_argument("--flat-field-right", help="right view of the same flat field")
+
+
 def _coc(args):
   result = coc.run_coc(args.left, args.right, args.output_dir,
                             method="network" if args.weights else "search",
-                            weights=args.weights, per_channel=args.per_channel)
+                            weights=args.weights, per_channel=args.per_channel, **_raw_options(args))
   print(f"wrote {result['npy']} and {result['png']} (median COC {result['median']:+.2f} px, "
         f"colours span +-{result['vmax']:.2f} px)")
 
@@ -45,7 +62,7 @@ def _deblur(args):
   done = deblur.run_deblur(args.output_dir, left=args.left, right=args.right, input_dir=args.input_dir,
                            weights=args.weights, coc_weights=args.coc_weights, coc=args.coc,
                            thresholds=args.thresholds, dtype=args.dtype, tile=args.tile, overlap=args.overlap,
-                           batch_size=args.batch_size, show_progress=not args.no_progress)
+                           batch_size=args.batch_size, show_progress=not args.no_progress, **_raw_options(args))
   print(f"restored {len(done)} pair(s) into {args.output_dir}")
 
 
@@ -95,6 +112,7 @@ def build_parser():
   how.add_argument("--weights", help="a trained or converted COC net's weights directory")
   p.add_argument("--per-channel", action="store_true",
                  help="one COC per colour channel: coc.npy is H x W x 3")
+  _add_raw_arguments(p)
   p.set_defaults(run=_coc)
 
   p = commands.add_parser("deblur", help="restore DP captures: restored image, signed COC map, branch masks")
@@ -109,11 +127,12 @@ def build_parser():
   p.add_argument("--thresholds", type=_float_list, help="branch thresholds r_1,...,r_M in px (default: the workdir's search "
                                       "result, else the released code's 0,1.9,4.2,6.2)")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype")
-  p.add_argument("--tile", type=int, help="tile side in px, a multiple of 16 (default 512, the training "
-                                          "patch size; 0: the whole image at once)")
+  p.add_argument("--tile", type=int, help="tile side in px, a multiple of 16 (default: the whole image when "
+                                          "it fits in device memory, else 512-px tiles; 0: always whole)")
   p.add_argument("--overlap", type=int, help="px shared by neighbouring tiles, a multiple of 16 (default 160)")
   p.add_argument("--batch-size", type=int, default=1, help="tiles per network call")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  _add_raw_arguments(p)
   p.set_defaults(run=_deblur)
 
   p = commands.add_parser("eval", help="full-resolution test-set evaluation: PSNR, SSIM, MAE, LPIPS, FID "
@@ -146,6 +165,8 @@ def build_parser():
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
+  if args.command not in ("convert-torch", "train"):  # train reports once its processes have joined
+    print(f"bambnet {args.command}: {sharding.device_report()}", file=sys.stderr)
   try:
     args.run(args)
   except (ValueError, OSError) as e:

@@ -34,6 +34,8 @@ def base_config():
   config.coc.batch_size = 4
   config.coc.learning_rate = 2e-5  # Adam (0.9, 0.999)
   config.coc.lr_halve_every = ml_collections.config_dict.placeholder(int)  # None: constant (paper)
+  config.coc.warmup_steps = 0  # linear learning-rate warm-up (0: none, the paper)
+  config.coc.clip_grad_norm = 0.0  # clip the global gradient norm to this (0: no clipping, the paper)
   config.coc.tv_start = 3_000  # iteration from which the total-variation term is on
   config.coc.tv_weight = 1e-5  # its weight (sum over the batch of |grad COC|)
   config.coc.loss_border = 0  # px along each crop edge left out of the reblur loss (0: the paper's)
@@ -44,7 +46,13 @@ def base_config():
   config.search.enabled = True  # False: use fixed_thresholds (the released code's behaviour)
   config.search.fixed_thresholds = masks.RELEASED_THRESHOLDS + (25.0,)  # r_1..r_5 when disabled
   config.search.max_coc = 25.0  # r_{M+1}
-  config.search.bin_width = 0.25  # COC bin width of the per-bin errors (threshold resolution), px
+  # True: Algorithm 1 exactly (a uniform bin_width grid, equally spaced start, no minimum share).
+  # False: bins and start at the meta set's |COC| pixel quantiles, and every branch keeps at least
+  # min_branch_share of the meta pixels, so no branch is starved where the data's COC is small.
+  config.search.paper_rule = False
+  config.search.bin_width = 0.25  # the paper rule's COC bin width (threshold resolution), px
+  config.search.num_bins = 100  # quantile bins of the per-bin errors otherwise
+  config.search.min_branch_share = 0.05
   config.search.steps_per_round = 17_500  # paper: 5 epochs (batch 2) between threshold updates
   config.search.max_rounds = 9  # paper: converges at about 45 epochs
   config.search.tolerance = 0.25  # stop once no threshold moves more than this, px
@@ -67,7 +75,7 @@ def base_config():
   config.checkpoint_every = 2_000  # steps between checkpoints
   config.skip_nonfinite = False  # True: skip NaN/Inf steps instead of stopping
 
-  config.parallel = ml_collections.ConfigDict()  # several hosts (see training/parallel.py)
+  config.parallel = ml_collections.ConfigDict()  # several processes (parallel/sharding.py)
   config.parallel.coordinator = ml_collections.config_dict.placeholder(str)  # "host0:port"
   config.parallel.num_processes = ml_collections.config_dict.placeholder(int)
   config.parallel.process_id = ml_collections.config_dict.placeholder(int)

@@ -3,11 +3,9 @@
     python experiments/bench_floors.py
     python experiments/bench_floors.py --matmul-size 512 --copy-mib 64 --runs 3   # CPU check
 
-Matmul rate: an N x N by N x N product (2 N^3 FLOP) in bfloat16 and in float32 at JAX's default
-precision (TF32 tensor cores on NVIDIA GPUs, which is what float32 convolutions use too) and at
-"highest" precision (true float32). Bandwidth: y = x * 2 + 1 over a large float32 array, which
-reads and writes every byte once (2 x size bytes). Medians of --runs calls, each ended by
-block_until_ready. One JSON line.
+Matmul rate: an N x N product (2 N^3 FLOP) in bfloat16, in float32 at the default precision (TF32
+on NVIDIA GPUs, as float32 convolutions) and at "highest". Bandwidth: y = x * 2 + 1 over a large
+float32 array (2 x size bytes moved). Medians of --runs calls. One JSON line.
 """
 
 import argparse

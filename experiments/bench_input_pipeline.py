@@ -1,14 +1,11 @@
 """Throughput of the input pipeline on DPDD-style 16-bit 512x512 training patches (CPU only).
 
-Writes a fake DPDD tree (1120x1680 16-bit PNGs with photo-like noise) to a temporary folder,
-prepares `dpdd/patches` from it, then times `pipeline.training_batches` (shuffle, DP flips, float
-conversion, batching) for each worker count. One JSON line per setting:
-
     python experiments/bench_input_pipeline.py --workers 0,2,4,8 --batches 200
 
-The deblurring stage reads left, right and sharp (`--keys deblur`, the default); the COC stage
-only left and right (`--keys coc`). A GPU train step of batch 2 x 512x512 takes ~20 ms, so the
-pipeline must deliver well over 40 batches/s to keep it fed.
+Prepares `dpdd/patches` from a fake DPDD tree (16-bit PNGs with photo-like noise), then times
+`pipeline.training_batches` (shuffle, DP flips, float conversion, batching) per worker count, for
+the deblurring stage's keys or (`--keys coc`) the COC stage's. One JSON line per setting. A GPU
+train step of batch 2 x 512x512 takes ~20 ms: the pipeline must deliver well over 40 batches/s.
 """
 
 import argparse

@@ -1,19 +1,14 @@
 """Time of the test-set metrics against the time of the inference that produced the images.
 
-The issue's bar: PSNR, SSIM, MAE, LPIPS and FID over DPDD's 76 full-resolution (1120x1680)
-test pairs take less time on one GPU than restoring them. This times, on the first device JAX
-finds, both halves of `evaluate.evaluate` image by image (each call ended by block_until_ready,
-as the evaluation does): the deblurring net (paper size, width 64, capacities 1/4/7/10) and the
-metric suite (PSNR, SSIM, MAE, LPIPS alex + squeeze, InceptionV3 features of both images), then
-each metric alone, and the Fréchet distance of the 76 feature vectors on the host (the Gram
-method the evaluation uses; SciPy sqrtm, as pytorch-fid; and the eigh variant). Networks and
-metric backbones have random weights: the time does not depend on their values, and no weight
-file is needed. Images are made on the device, so reading PNGs is not counted. Prints one JSON
-line.
-
     python experiments/bench_metrics.py                          # 76 x 1120x1680, on the GPU
     python experiments/bench_metrics.py --lpips alex,squeeze,vgg # add the VGG backbone
     python experiments/bench_metrics.py --height 64 --width 96 --num-images 3   # a CPU check
+
+The bar: PSNR, SSIM, MAE, LPIPS and FID over DPDD's 76 full-resolution test pairs take less time
+than restoring them. Times both halves of `evaluate.evaluate` image by image (each call waited
+for): the paper's deblurring net and the metric suite, then each metric alone, and the Fréchet
+distance of the 76 feature vectors on the host by each of `fid.FEATURE_METHODS`. Random weights
+(the time does not depend on them); images made on the device. One JSON line.
 """
 
 import argparse

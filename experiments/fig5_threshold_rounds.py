@@ -3,13 +3,11 @@
     python experiments/fig5_threshold_rounds.py --config configs/dpdd.py --workdir workdirs/dpdd
     python experiments/fig5_threshold_rounds.py --workdir /tmp/fig5    # smoke config, CPU, seconds
 
-Trains (or resumes) the run in --workdir through the deblurring stage, then, for the first
---num-images test images, computes the COC net's map once and the masks D_i of every round's
-thresholds: the initial uniform split (r = 0, 25/4, ...), then each round of Algorithm 1, the
-last being the final thresholds. Writes <workdir>/fig5/fig5.png (rows: images; columns: input
-view, |COC|, the masks per round, coloured as the paper's: purple slight, blue light, light blue
-medium, yellow heavy blur) and fig5.json (each round's thresholds and share of pixels per
-branch). LPIPS and FID play no part here, so no metric weights are needed.
+Trains (or resumes) the run in --workdir, then shows, for the first --num-images test images, the
+COC net's map and the masks D_i of the search's starting thresholds and of each round's.
+Writes <workdir>/fig5/fig5.png (rows: images; columns: input view, |COC|, the masks per round in
+the paper's colours, purple slight to yellow heavy blur) and fig5.json (each round's thresholds
+and share of pixels per branch). No metric weights are needed.
 """
 
 import json

@@ -3,12 +3,10 @@
     python experiments/fig7_drop_branches.py --config configs/dpdd.py --workdir workdirs/dpdd
     python experiments/fig7_drop_branches.py --workdir /tmp/fig7 --metrics psnr,ssim,mae  # CPU
 
-No retraining: the branches left out get a gate of 0, so their residuals never reach the merge
-z = F_enc + sum_i g_i o_i. The subsets are the paper's: all branches; the lightest alone, then
-adding heavier ones (1st, 1st+2nd, 1st+2nd+3rd); the heaviest alone, then adding lighter ones
-(last, 3rd+last, 2nd+3rd+last). Each is scored over the whole test split; the first test image's
-outputs are shown. Writes <workdir>/fig7/{fig7.md,fig7.json,fig7.png} and one table folder per
-subset.
+No retraining: the branches left out get a gate of 0 in the merge z = F_enc + sum_i g_i o_i. The
+subsets are the paper's: all; the lightest alone, then adding heavier ones; the heaviest alone,
+then adding lighter ones. Each is scored on the test split, and shown on its first image. Writes
+<workdir>/fig7/{fig7.md,fig7.json,fig7.png} and one table folder per subset.
 """
 
 import json

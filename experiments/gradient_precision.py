@@ -3,14 +3,13 @@
     python experiments/gradient_precision.py                          # both nets, 512x512, batch 2, width 64
     python experiments/gradient_precision.py --size 128 --width 8     # a CPU check
 
-`bench_gradient_formats.py` measures one convolution; this measures what training sees. Each
-net (the paper's, unless --width) gets random DP views and an L1 loss against a random target,
-with a random last conv instead of the zero one of initialisation, so that gradient reaches every
-layer. Its parameter gradients are computed with `model.conv_gradients` "native" (TF32 on a GPU)
-and "float16" (models/convolution.py), and compared with the native ones under
-`jax.default_matmul_precision("highest")` (float32 products). One JSON line per net and mode:
-the relative Frobenius error of all gradients together, and the median and largest relative
-error of a single parameter array's gradient. On a CPU native equals the reference.
+Each net (the paper's, unless --width) gets random DP views and an L1 loss against a random
+target, with a random last conv instead of the zero one of initialisation, so that gradient
+reaches every layer. Its parameter gradients with `model.conv_gradients` "native" (TF32 on a GPU)
+and "float16" (docs/conv_gradients.md) are compared with the native ones under
+`jax.default_matmul_precision("highest")` (float32 products). One JSON line per net and mode: the
+relative Frobenius error of all gradients together, and the median and largest relative error of
+one parameter array's gradient. On a CPU native equals the reference.
 """
 
 import argparse
@@ -23,10 +22,10 @@ import numpy as np
 from bambnet_jax.models import networks
 
 
-def random_last_conv(params, config, key):
+def random_last_conv(params, key):
   """`params` with the tail's kernel (zero at initialisation) He-initialised instead."""
   kernel = params["tail"]["kernel"]
-  fan_in = kernel.size // kernel.shape[networks.kernel_layout(config).index("O")]
+  fan_in = kernel.size // kernel.shape[0]  # OHWI
   params = dict(params, tail=dict(params["tail"]))
   params["tail"]["kernel"] = jax.random.normal(key, kernel.shape) * (2.0 / fan_in) ** 0.5
   return params
@@ -54,7 +53,7 @@ def measure(net, size, batch, width, seed=0):
   """{mode: errors} for one net."""
   configs = {mode: networks.model_config(width=width, conv_gradients=mode) for mode in ("native", "float16")}
   k_params, k_tail, k_views, k_target = jax.random.split(jax.random.key(seed), 4)
-  params = random_last_conv(networks.init_params(net, configs["native"], k_params), configs["native"], k_tail)
+  params = random_last_conv(networks.init_params(net, configs["native"], k_params), k_tail)
   views = jax.random.uniform(k_views, (batch, size, size, 6))
   out_shape = jax.eval_shape(lambda: networks.build(net, configs["native"]).apply({"params": params}, views))
   target = jax.random.uniform(k_target, out_shape.shape)

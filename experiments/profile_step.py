@@ -3,17 +3,15 @@
     python experiments/profile_step.py --cases deblur_b2_bf16,coc_b4_fp32
     python experiments/profile_step.py --cases deblur_b2_fp32 --size 64 --width 8 --steps 2  # CPU check
 
-Each case of `benchmark.py` is compiled, warmed up, then `--steps` calls are traced with
-`jax.profiler` (a Perfetto JSON trace, read here without extra packages). Per step it reports the
-wall time, the time some kernel was running on the GPU (the union of kernel intervals), the
-number of kernels, and kernel time summed by kind (convolutions, matmuls, XLA fusions, copies)
-with the ten costliest kernels, and the host's costliest work per step (`host_ms_per_step`: XLA's
-runtime events, e.g. the `cuGraphLaunch` of a step's CUDA graphs). XLA's own cost analysis gives
-the FLOPs and bytes that the floors in PERF.md divide by the measured rates (`bench_floors.py`).
+Each case of `benchmark.py` (its options too) is compiled, warmed up, then `--steps` calls are
+traced with `jax.profiler` (a Perfetto JSON trace, read without extra packages). Per step: the wall
+time, the time some kernel ran on the GPU (the union of kernel intervals), the idle gaps by length,
+the kernels' count and time by kind (convolutions, matmuls, XLA fusions, copies), the ten costliest
+kernels, and the host's costliest work (`host_ms_per_step`, e.g. `cuGraphLaunch`). XLA's cost
+analysis gives the FLOPs and bytes that PERF.md's floors divide by `bench_floors.py`'s rates.
 One JSON line per case.
 """
 
-import argparse
 import collections
 import glob
 import gzip
@@ -48,45 +46,52 @@ def load_trace(log_dir):
   return trace["traceEvents"] if isinstance(trace, dict) else trace
 
 
-def _names_and_streams(events):
+def _streams(events):
   """(process names by pid, thread names by (pid, tid), the (pid, tid) of the GPU's streams)."""
-  process_names, thread_names = {}, {}
-  for e in events:
-    if e.get("ph") == "M" and e.get("name") == "process_name":
-      process_names[e["pid"]] = e["args"]["name"]
-    if e.get("ph") == "M" and e.get("name") == "thread_name":
-      thread_names[(e["pid"], e["tid"])] = e["args"]["name"]
-  gpu_pids = {pid for pid, n in process_names.items() if "gpu" in n.lower() and "host" not in n.lower()}
-  streams = {key for key, n in thread_names.items() if key[0] in gpu_pids and "stream" in n.lower()}
-  return process_names, thread_names, streams
+  meta = lambda kind: {(e["pid"], e.get("tid")): e["args"]["name"] for e in events
+                       if e.get("ph") == "M" and e.get("name") == kind}
+  processes, threads = {pid: n for (pid, _), n in meta("process_name").items()}, meta("thread_name")
+  gpus = {pid for pid, n in processes.items() if "gpu" in n.lower() and "host" not in n.lower()}
+  return processes, threads, {key for key, n in threads.items() if key[0] in gpus and "stream" in n.lower()}
 
 
 def device_kernels(events):
   """Complete events on the GPU's stream threads: (start_us, duration_us, name)."""
-  process_names, thread_names, streams = _names_and_streams(events)
+  processes, threads, streams = _streams(events)
   kernels = [(float(e["ts"]), float(e.get("dur", 0.0)), e.get("name", "?")) for e in events
              if e.get("ph") == "X" and (e.get("pid"), e.get("tid")) in streams]
-  threads = sorted({thread_names[k] for k in streams})
-  return kernels, sorted(set(process_names.values())), threads
+  return kernels, sorted(set(processes.values())), sorted({threads[k] for k in streams})
 
 
 def host_events(events):
   """Complete events off the GPU's streams (the host's threads), Python frames left out:
   (duration_us, name). XLA's runtime names its work there, e.g. `cuGraphLaunch`."""
-  _, _, streams = _names_and_streams(events)
+  streams = _streams(events)[2]
   return [(float(e.get("dur", 0.0)), e.get("name", "?")) for e in events
           if e.get("ph") == "X" and (e.get("pid"), e.get("tid")) not in streams
           and not e.get("name", "").startswith("$")]
 
 
-def host_table(events, steps, top=15):
-  """The host's costliest event names, milliseconds per step (nested events each count in full)."""
+def _by_name(durations_and_names, width):
+  """(total duration, calls) per name, numbered XLA fusions (fusion_12) merged."""
   total, calls = collections.Counter(), collections.Counter()
-  for dur, name in events:
-    key = re.sub(r"(_\d+)+$", "", name.split("(")[0].strip())[:90]
+  for dur, name in durations_and_names:
+    key = re.sub(r"(_\d+)+$", "", name.split("(")[0].strip())[:width]
     total[key] += dur
     calls[key] += 1
+  return total, calls
+
+
+def host_table(events, steps, top=15):
+  """The host's costliest event names, milliseconds per step (nested events each count in full)."""
+  total, calls = _by_name(events, 90)
   return [[k, round(v / steps / 1e3, 3), calls[k] // steps] for k, v in total.most_common(top)]
+
+
+def kernel_table(kernels, steps):
+  """Every kernel name (numbered XLA fusions merged) with its calls and milliseconds per step."""
+  total, calls = _by_name(((dur, name) for _, dur, name in kernels), 120)
+  return [[k, calls[k] / steps, round(total[k] / steps / 1e3, 4)] for k, _ in calls.most_common()]
 
 
 def busy_time_us(kernels):
@@ -171,30 +176,14 @@ def profile_case(name, args, mesh):
   return record
 
 
-def kernel_table(kernels, steps):
-  """Every kernel name (numbered XLA fusions merged) with its calls and milliseconds per step."""
-  calls, total = collections.Counter(), collections.Counter()
-  for _, dur, name in kernels:
-    key = re.sub(r"(_\d+)+$", "", name.split("(")[0].strip())[:120]
-    calls[key] += 1
-    total[key] += dur
-  return [[k, calls[k] / steps, round(total[k] / steps / 1e3, 4)] for k, _ in calls.most_common()]
-
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--cases", default="deblur_b2_bf16,deblur_b2_fp32,coc_b4_fp32")
-  parser.add_argument("--size", type=int, default=512)
-  parser.add_argument("--infer-size", default="1120x1680")
-  parser.add_argument("--width", type=int, default=64)
-  parser.add_argument("--matmul-conv-below", type=int, default=benchmark.networks.model_config().matmul_conv_below)
-  parser.add_argument("--fuse-branches", action="store_true")
-  parser.add_argument("--conv-fusion", choices=benchmark.networks.CONV_FUSION_MODES, default="off")
-  parser.add_argument("--kernel-layout", choices=benchmark.blocks.KERNEL_LAYOUTS, default="OHWI")
+  parser = benchmark.parser(__doc__)
+  parser.set_defaults(cases="deblur_b2_bf16,deblur_b2_fp32,coc_b4_fp32")
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--dump", action="store_true", help="add every kernel's calls and time per step")
   args = parser.parse_args()
-  mesh = benchmark.sharding.make_mesh(jax.devices()[:1])
+  mesh = benchmark.sharding.make_mesh(jax.devices()[:args.devices])
   for name in args.cases.split(","):
     print(json.dumps(profile_case(name, args, mesh)), flush=True)
 

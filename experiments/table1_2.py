@@ -8,10 +8,8 @@
     # seconds on a CPU: the smoke config's synthetic scenes
     python experiments/table1_2.py --workdir /tmp/table1_2 --metrics psnr,ssim,mae
 
-Full-resolution inference over the test split, restored images saved as 16-bit PNGs, and the
-tables written to <workdir>/table1_2/: metrics.{md,csv,json} and per_image.csv (from `bambnet
-eval`), and table1_2.md with the paper's BaMBNet rows beside this run's, in the paper's layout.
-Indoor / outdoor rows need DPDD's label files (see tfds_dpd/dpdd); other data has only "combined".
+Writes to <workdir>/table1_2/ the restored test images (16-bit PNGs), `bambnet eval`'s tables and
+table1_2.md: the paper's rows beside this run's. Indoor / outdoor rows need DPDD's label files.
 """
 
 import pathlib

@@ -4,13 +4,10 @@
         data.manual_dir=/data/dd_dp_dataset_png
     python experiments/table3_masks.py --workdir /tmp/table3 --metrics psnr,ssim,mae   # CPU, seconds
 
-Two runs of one config: <workdir>/with_masks as the config says (COC net, threshold search,
-deblurring net guided by the annealed masks), and <workdir>/without_masks with
-deblur.use_masks=False and no search: the same network trained without distinguishing blur
-amounts. Training without masks never reads a COC map, so that run trains no COC net (the
-pipeline skips the stage). `--with-masks-workdir` names an
-existing run to use as the masked one (e.g. the Table I run). Both are evaluated on the test
-split; <workdir>/table3.{md,json} holds the table with the paper's numbers beside it.
+Two runs of one config: <workdir>/with_masks as the config says, or the run --with-masks-workdir
+names (e.g. the Table I run), and <workdir>/without_masks with deblur.use_masks=False and no
+search (so no COC net either). Both are evaluated on the test split; <workdir>/table3.{md,json}
+holds the table with the paper's numbers beside it.
 """
 
 import json

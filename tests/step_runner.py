@@ -8,7 +8,6 @@ batch, and (process 0) saves the losses and final parameters.
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -39,9 +38,8 @@ def run(mode, mesh, num_steps=2):
     fn = steps.jit_train_step(steps.coc_train_step, mesh, model=model,
                               optimizer=optimizer, tv_start=0, tv_weight=1e-5)
   else:
-    guidance = {"coc_params": networks.init_params("coc", CONFIG, jax.random.key(1)),
-                "thresholds": jnp.array([0.0, 0.05, 25.0])}
-    state = steps.create_state(params, optimizer, guidance)
+    inputs_of_masks = steps.mask_inputs(networks.init_params("coc", CONFIG, jax.random.key(1)), [0.0, 0.05, 25.0])
+    state = steps.create_state(params, optimizer, inputs_of_masks)
     fn = steps.jit_train_step(steps.deblur_train_step, mesh, model=model,
                               coc_model=networks.build("coc", CONFIG), optimizer=optimizer, mask_mode=mode,
                               anneal_steps=100)

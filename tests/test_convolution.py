@@ -1,6 +1,8 @@
 """models/convolution.py: the input and weight gradients of float32 convs from scaled float16
 operands, against NumPy's sums over the taps, and the nets that use them against the native ones."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,7 +33,7 @@ def test_the_backward_filter_conv_is_numpys_weight_gradient_and_autodiffs(window
   want = numpy_weight_gradient(x, dy, window)
   got = convolution.weight_gradient(x, dy, window, precision="highest")
   assert _relative_error(got, want) < 1e-6
-  autodiff = jax.vjp(lambda k: convolution.same_conv(x, k, "OHWI"), jnp.zeros((6, *window, 5)))[1](dy)[0]
+  autodiff = jax.vjp(lambda k: convolution.same_conv(x, k), jnp.zeros((6, *window, 5)))[1](dy)[0]
   assert _relative_error(autodiff, want) < 1e-6
 
 
@@ -67,7 +69,7 @@ def test_the_input_gradient_conv_is_numpys_and_autodiffs():
   kernel = _kernel(5, 6)
   want = _numpy_input_gradient(dy, kernel)
   assert _relative_error(convolution.input_gradient(dy, kernel), want) < 1e-6
-  autodiff = jax.vjp(lambda x: convolution.same_conv(x, kernel, "OHWI"), jnp.zeros((2, 7, 9, 5)))[1](dy)[0]
+  autodiff = jax.vjp(lambda x: convolution.same_conv(x, kernel), jnp.zeros((2, 7, 9, 5)))[1](dy)[0]
   assert _relative_error(autodiff, want) < 1e-6
 
 
@@ -108,43 +110,39 @@ def test_float16_gradients_scale_exactly_and_keep_nonfinite_and_zero_channels():
   assert np.isnan(np.asarray(convolution.float16_input_gradient(with_nan, kernel))[0, 2, 3]).all()
 
 
-@pytest.mark.parametrize("layout", blocks.KERNEL_LAYOUTS)
-def test_the_float16_conv_changes_only_the_gradients_and_only_by_rounding(layout):
+def test_the_float16_conv_changes_only_the_gradients_and_only_by_rounding():
   x, dy = _sample((2, 8, 10, 4), 5, seed=3)
-  kernel = blocks.to_kernel_layout(jax.random.normal(jax.random.key(0), (3, 3, 4, 5)) * 0.1, "HWIO", layout)
-  native = lambda x, k: convolution.same_conv(x, k, layout)
-  ours = lambda x, k: blocks.conv(x, k, layout, "float16", min_pixels=0)
-  np.testing.assert_array_equal(ours(x, kernel), native(x, kernel))
+  kernel = _kernel(4, 5)
+  ours = lambda x, k: blocks.conv(x, k, "float16", min_pixels=0)
+  np.testing.assert_array_equal(ours(x, kernel), convolution.same_conv(x, kernel))
   dx, dk = jax.vjp(ours, x, kernel)[1](dy)
-  kernel_ohwi = blocks.to_kernel_layout(kernel, layout, "OHWI")
-  _, want_dx, want_dk = conv3x3_passes(*(np.asarray(a, np.float64) for a in (x, kernel_ohwi, dy)))
+  _, want_dx, want_dk = conv3x3_passes(*(np.asarray(a, np.float64) for a in (x, kernel, dy)))
   assert _relative_error(dx, want_dx) < 2e-3 and dx.dtype == jnp.float32
-  assert _relative_error(blocks.to_kernel_layout(dk, layout, "OHWI"), want_dk) < 2e-3
+  assert _relative_error(dk, want_dk) < 2e-3
   assert dk.shape == kernel.shape and dk.dtype == jnp.float32
 
 
-def test_conv_gradient_modes_resolve_per_platform_and_dtype():
+def test_conv_gradient_modes_resolve_per_platform_and_dtype(monkeypatch):
   assert convolution.resolve_conv_gradients("auto", "float32", "gpu") == "float16"
   assert convolution.resolve_conv_gradients("auto", "bfloat16", "gpu") == "native"
   assert convolution.resolve_conv_gradients("auto", "float32", "cpu") == "native"
   assert convolution.resolve_conv_gradients("float16", "float32", "cpu") == "float16"
   with pytest.raises(ValueError, match="conv gradients 'fp16'"):
     convolution.resolve_conv_gradients("fp16", "float32", "gpu")
-  with pytest.raises(ValueError, match="conv_gradients 'auto'"):
-    blocks.ConvSpec(conv_gradients="auto")
-  config = networks.model_config()
-  assert networks.conv_spec(config).conv_gradients == "native"  # auto, on this CPU
-  del config["conv_gradients"]
-  assert networks.conv_spec(config).conv_gradients == "native"  # a config written before the field
-  config.weight_gradient = "float16"
-  assert networks.conv_spec(config).conv_gradients == "float16"  # the field's earlier name
+  # blocks.conv resolves "auto" on the platform it is traced for.
+  x, kernel = jnp.ones((1, 128, 128, 2)), jnp.ones((2, 3, 3, 2))
+  takes_float16 = lambda x: re.search(r"\bf16\[", str(jax.make_jaxpr(jax.grad(
+      lambda x: jnp.sum(blocks.conv(x, kernel.astype(x.dtype), "auto"))))(x))) is not None
+  for platform in ("cpu", "gpu"):
+    monkeypatch.setattr(blocks.jax, "default_backend", lambda platform=platform: platform)
+    assert takes_float16(x) == (platform == "gpu") and not takes_float16(x.astype(jnp.bfloat16))
 
 
 def test_small_maps_keep_native_gradients():
   kernel = jnp.ones((2, 3, 3, 2))
   for height, want_float16 in ((127, False), (128, True)):
     x = jnp.ones((1, height, 128, 2))
-    jaxpr = str(jax.make_jaxpr(jax.grad(lambda x, k: jnp.sum(blocks.conv(x, k, "OHWI", "float16")), (0, 1)))(x, kernel))
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda x, k: jnp.sum(blocks.conv(x, k, "float16")), (0, 1)))(x, kernel))
     assert ("f16[" in jaxpr) == want_float16, height
 
 

@@ -246,3 +246,20 @@ def test_output_names_are_flat_safe_and_unique():
   assert deblur.pair_name("/data/shots/garden/l.png") == "garden"
   assert deblur.safe_name("2024 trip/day 1/shot:3") == "2024_trip_day_1_shot_3"
   assert deblur.unique_names(["a_b", "a_b", "c", "a_b"]) == ["a_b", "a_b-2", "c", "a_b-3"]
+
+
+def test_a_pair_that_fits_is_restored_whole_as_the_network_computes_it(workdir, tmp_path):
+  """768 x 512: no tiles by default, so the output is the whole-image forward up to 16-bit rounding."""
+  root, nets = workdir
+  rng = np.random.default_rng(3)
+  left, right = (rng.integers(0, 65536, (512, 768, 3), dtype=np.uint16) for _ in range(2))
+  images.write_png(tmp_path / "pair_L.png", left)
+  images.write_png(tmp_path / "pair_R.png", right)
+  assert run("--left", tmp_path / "pair_L.png", "--right", tmp_path / "pair_R.png", "--weights", root,
+             "--coc", "none", "--output-dir", tmp_path / "out") == 0
+  restored = images.to_float(images.read_image(tmp_path / "out" / "pair_restored.png"))
+  np.testing.assert_allclose(restored, apply_net(nets["deblur"], "deblur", left, right), atol=2e-5)
+  assert run("--left", tmp_path / "pair_L.png", "--right", tmp_path / "pair_R.png", "--weights", root,
+             "--coc", "none", "--tile", "256", "--output-dir", tmp_path / "tiled") == 0
+  tiled = images.to_float(images.read_image(tmp_path / "tiled" / "pair_restored.png"))
+  assert np.max(np.abs(tiled - restored)) > 2e-5  # --tile still forces tiles, which differ slightly

@@ -1,7 +1,5 @@
 """The train state's flat parameters (training/flat_params.py) against the parameter tree itself."""
 
-import types
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +10,6 @@ import pytest
 from bambnet_jax.models import networks
 from bambnet_jax.training import stage_checkpoints
 from bambnet_jax.training import flat_params
-from bambnet_jax.parallel import sharding
 from bambnet_jax.training import steps
 
 CONFIG = networks.model_config(width=8, branch_capacities=(1, 4))
@@ -89,24 +86,13 @@ def test_train_state_keeps_parameters_and_adam_moments_flat():
   assert num_params > 50
   # step, parameters, Adam's count and two moments, the COC parameters and the thresholds.
   assert len(jax.tree_util.tree_leaves(state)) == 7
-  assert isinstance(state.guidance["coc_params"], flat_params.FlatParams)
-
-
-def test_conv_fusion_with_several_gpus_in_one_process_is_refused():
-  """XLA's conv fusion crashed with one process driving two GPUs (experiments/PERF.md, session 6)."""
-  two_gpus = types.SimpleNamespace(local_devices=[types.SimpleNamespace(platform="gpu")] * 2)
-  with pytest.raises(ValueError, match="conv_fusion=on with 2 GPUs in one process"):
-    steps.jit_train_step(steps.coc_train_step, two_gpus, {networks.CONV_FUSION_OPTION: True})
-  # On CPU devices the option is ignored, so nothing is refused.
-  steps.jit_train_step(steps.coc_train_step, sharding.make_mesh(jax.devices()[:2]), {networks.CONV_FUSION_OPTION: True})
+  assert isinstance(state.mask_inputs["coc_params"], flat_params.FlatParams)
 
 
 def test_steps_on_cpu_compile_with_xla_older_fusion_emitters_and_gpu_steps_do_not():
-  """The CPU option that halves the flat state's compile time is set on CPU only, under the
-  model's own options, and this jaxlib accepts it: a function of a FlatParams compiled with it
-  computes what NumPy does."""
-  assert steps.step_options(None, "cpu") == steps.CPU_FLAT_STATE_OPTIONS
-  assert steps.step_options({networks.CONV_FUSION_OPTION: True}, "gpu") == {networks.CONV_FUSION_OPTION: True}
+  """The CPU option that halves the flat state's compile time is set on CPU only, and this jaxlib
+  accepts it: a function of a FlatParams compiled with it computes what NumPy does."""
+  assert steps.step_options("cpu") == steps.CPU_FLAT_STATE_OPTIONS and steps.step_options("gpu") == {}
   tree = _tree()
   fn = jax.jit(lambda p: sum(jnp.sum(x * x) for x in jax.tree_util.tree_leaves(p.tree())),
                compiler_options=steps.step_options(platform="cpu"))

@@ -1,13 +1,20 @@
-"""The legend under `bambnet deblur`'s masks image stays whole on small images (issue 7).
+"""The masks' and COC map's legends: the report's HTML ones, and the band under `bambnet deblur`'s
+masks image, which stays whole on small images (issue 7).
 
 64 x 64 scenes (configs/quickstart.py) used to show "bran" of every label: the text was drawn
-on one line whatever the image's width.
+on one line whatever the image's width. The report shows the masks without that band and writes
+its legends as HTML text beside the images.
 """
+
+import re
 
 import numpy as np
 import pytest
 
+from bambnet_jax.commands import coc as coc_command
 from bambnet_jax.commands import deblur
+from bambnet_jax.commands import inference
+from bambnet_jax.commands import report_figures
 
 BACKGROUND = 32
 SHARES = [0.1, 0.2, 0.3, 0.35, 0.05]  # per branch, then untinted
@@ -60,3 +67,39 @@ def test_masks_overlay_of_a_64_pixel_scene_keeps_its_width_and_puts_the_legend_b
   # The scene keeps its pixels' places (the report shows it beside the input), the band is below.
   assert out.shape[1] == 64
   np.testing.assert_array_equal(out[64:], deblur.legend_band(64, thresholds, shares))
+
+
+@pytest.mark.parametrize("thresholds", THRESHOLDS.values(), ids=THRESHOLDS.keys())
+def test_html_masks_legend_names_each_branch_range_in_its_colour(thresholds):
+  legend = report_figures.masks_legend_html(thresholds, SHARES)
+  assert "<img" not in legend
+  rows = re.findall(r"<li><span class='swatch' style='background:([^']*)'></span>([^<]*)</li>", legend)
+  r = thresholds
+  expected = [f"branch {i + 1}: {r[i]:g} &le; blur &lt; {r[i + 1]:g} px ({100 * SHARES[i]:.0f}%)" for i in range(3)]
+  expected.append(f"branch 4: blur &ge; {r[3]:g} px (35%)")  # the last branch is open above
+  if r[0] > 0:  # pixels below r_1 belong to no branch
+    expected.append(f"untinted: blur &lt; {r[0]:g} px (5%)")
+  assert [text for _, text in rows] == expected
+  assert [colour for colour, _ in rows[:4]] == [f"rgb({r},{g},{b})" for r, g, b in deblur.BRANCH_COLOURS[:4]]
+
+
+def test_branch_shares_match_the_masks_image():
+  rng = np.random.default_rng(1)
+  coc = rng.uniform(-4.0, 4.0, size=(48, 64, 3)).astype(np.float32)
+  thresholds = THRESHOLDS["untinted below r_1"]
+  shares = report_figures.branch_shares(coc, thresholds)
+  branches = inference.branch_index(coc, thresholds)
+  # The masks image's own band is drawn from the same shares.
+  overlay = deblur.masks_overlay(np.zeros((48, 64, 3), np.float32), branches, thresholds)
+  np.testing.assert_array_equal(overlay[48:], deblur.legend_band(64, thresholds, shares))
+  assert shares.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("vmax", [1.0, 3.25, 24.0])
+def test_html_coc_scale_is_the_colour_map_from_minus_to_plus_vmax(vmax):
+  legend = report_figures.coc_legend_html(vmax)
+  assert "<img" not in legend
+  stops = [tuple(map(int, s)) for s in re.findall(r"rgb\((\d+),(\d+),(\d+)\)", legend)]
+  ends = coc_command.colour_map(np.array([[-vmax, 0.0, vmax]]), vmax)[0]
+  assert stops[0] == tuple(ends[0]) and stops[len(stops) // 2] == tuple(ends[1]) and stops[-1] == tuple(ends[2])
+  assert f"&minus;{vmax:.2f} px" in legend and f"+{vmax:.2f} px" in legend

@@ -1,11 +1,11 @@
 """The networks' size, any-size inputs, masks and annealing, checked against the SPEC's numbers."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bambnet_jax.io import weights as weights_io
 from bambnet_jax.models import blocks
 from bambnet_jax.models import masks
 from bambnet_jax.models import networks
@@ -172,84 +172,28 @@ def test_each_branch_alone_equals_one_hot_gates():
                                atol=1e-6)
 
 
-@pytest.mark.parametrize("mode, dtype, fused", [("auto", "bfloat16", False), ("auto", "float32", False),
-                                                ("on", "float32", True), ("on", "bfloat16", True),
-                                                ("off", "bfloat16", False)])
-def test_conv_fusion_is_asked_of_xla_only_when_on(mode, dtype, fused):
-  options = networks.compiler_options(networks.model_config(dtype=dtype, conv_fusion=mode))
-  assert options == ({"xla_gpu_experimental_enable_conv_fusion": True} if fused else {})
-
-
-def test_unknown_conv_fusion_mode_is_named():
-  with pytest.raises(ValueError, match="model.conv_fusion='yes'"):
-    networks.compiler_options(networks.model_config(conv_fusion="yes"))
-
-
-def test_configs_without_conv_fusion_get_the_default():
-  """Model configs saved before the field existed (weights' config.json) still compile."""
-  config = networks.model_config(dtype="bfloat16")
-  del config["conv_fusion"]
-  assert networks.compiler_options(config) == {}
-
-
-@pytest.mark.parametrize("net", networks.NET_KINDS)
-def test_ohwi_kernels_hold_the_hwio_values_transposed_and_give_the_same_outputs(net):
-  """model.kernel_layout: the same initial values and the same function in either layout."""
-  config = {layout: networks.model_config(width=8, branch_capacities=(1, 4), kernel_layout=layout)
-            for layout in blocks.KERNEL_LAYOUTS}
-  params = {layout: networks.init_params(net, c, jax.random.key(0)) for layout, c in config.items()}
-  flat = {layout: dict(jax.tree_util.tree_flatten_with_path(p)[0]) for layout, p in params.items()}
-  assert flat["HWIO"].keys() == flat["OHWI"].keys()
-  kernels = 0
-  for path, hwio in flat["HWIO"].items():
-    want = np.transpose(np.asarray(hwio), (3, 0, 1, 2)) if hwio.ndim == 4 else np.asarray(hwio)
-    np.testing.assert_array_equal(np.asarray(flat["OHWI"][path]), want)
-    kernels += hwio.ndim == 4
-  assert kernels > 10
-  # The deblurring tail starts at zero; a random one makes the outputs depend on every kernel.
-  if net == "deblur":
-    tail = 0.05 * jax.random.normal(jax.random.key(4), params["HWIO"]["tail"]["kernel"].shape)
-    params["HWIO"]["tail"]["kernel"] = tail
-    params["OHWI"]["tail"]["kernel"] = jnp.transpose(tail, (3, 0, 1, 2))
-  x = jax.random.uniform(jax.random.key(2), (1, 32, 48, 6))
-  outputs = [networks.build(net, config[layout]).apply({"params": params[layout]}, x) for layout in config]
-  np.testing.assert_allclose(np.asarray(outputs[0]), np.asarray(outputs[1]), atol=1e-6)
-
-
-def test_weights_saved_before_the_kernel_layout_field_load_as_hwio(tmp_path):
-  config = networks.model_config(width=8, branch_capacities=(1, 4), kernel_layout="HWIO")
-  params = jax.device_get(networks.init_params("coc", config, jax.random.key(0)))
-  legacy = config.copy_and_resolve_references()
-  del legacy["kernel_layout"]
-  weights_io.save_weights(tmp_path / "w", params, "coc", legacy)
-  loaded, _, loaded_config = weights_io.load_weights(tmp_path / "w")
-  assert loaded_config.kernel_layout == "HWIO"
-  for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(params)):
-    np.testing.assert_array_equal(a, b)
-  # Asked for another layout, every kernel comes transposed and the config says so.
-  moved, _, moved_config = weights_io.load_weights(tmp_path / "w", kernel_layout="OHWI")
-  assert moved_config.kernel_layout == "OHWI"
-  for a, b in zip(jax.tree_util.tree_leaves(moved), jax.tree_util.tree_leaves(params)):
-    np.testing.assert_array_equal(a, np.transpose(b, (3, 0, 1, 2)) if b.ndim == 4 else b)
-  networks.build("coc", moved_config).apply({"params": moved}, jnp.zeros((1, 16, 16, 6)))
+def test_kernels_are_flax_conv_kernels_stored_ohwi():
+  """Each conv's parameters are nn.Conv's (same initial values), the kernel transposed to OHWI."""
+  x = jnp.zeros((1, 8, 8, 4))
+  ours = blocks.Conv3x3(5).init(jax.random.key(0), x)["params"]
+  flax_conv = nn.Conv(5, (3, 3), kernel_init=blocks.TORCH_DEFAULT_INIT).init(jax.random.key(0), x)["params"]
+  np.testing.assert_array_equal(np.asarray(ours["kernel"]), np.transpose(np.asarray(flax_conv["kernel"]), (3, 0, 1, 2)))
+  np.testing.assert_array_equal(np.asarray(ours["bias"]), np.asarray(flax_conv["bias"]))
 
 
 def test_a_model_config_gives_one_conv_spec_that_every_conv_of_the_net_computes_with():
-  """networks.conv_spec: the config's compute dtype, matmul threshold and kernel layout; a bad
-  layout is refused when the spec is made, not at the first conv."""
-  config = networks.model_config(width=8, branch_capacities=(1, 4), dtype="bfloat16", matmul_conv_below=100,
-                                 kernel_layout="OHWI")
+  """networks.conv_spec: the config's compute dtype and conv gradients; ConvSpec's defaults are
+  model_config's, and a bad conv-gradient mode is refused when the spec is made."""
+  assert networks.conv_spec(networks.model_config()) == blocks.ConvSpec()
+  config = networks.model_config(width=8, branch_capacities=(1, 4), dtype="bfloat16", conv_gradients="native")
   spec = networks.conv_spec(config)
-  assert spec == blocks.ConvSpec(jnp.bfloat16, 100, "OHWI") and spec.dtype == jnp.dtype("bfloat16")
-  assert spec.full_resolution() == blocks.ConvSpec(jnp.bfloat16, 0, "OHWI")
-  with pytest.raises(ValueError, match="kernel layout 'IOHW'"):
-    blocks.ConvSpec(kernel_layout="IOHW")
-  # Every conv (head, branches, tail) computes in bfloat16: the jaxpr's convolutions all take it.
+  assert spec == blocks.ConvSpec(jnp.bfloat16, "native") and spec.dtype == jnp.dtype("bfloat16")
+  with pytest.raises(ValueError, match="conv gradients 'fp16'"):
+    blocks.ConvSpec(conv_gradients="fp16")
   model = networks.build("deblur", config)
   params = networks.init_params("deblur", config, jax.random.key(0))
-  # Every conv (head, branches as convs or, under 100 px, as matmuls, tail) yields bfloat16; the
-  # jaxpr's text names each one's output type, nested calls included.
+  # Every conv (head, branches, tail) yields bfloat16; the jaxpr's text names each one's output
+  # type, nested calls included.
   text = str(jax.make_jaxpr(lambda p, x: model.apply({"params": p}, x))(params, jnp.zeros((1, 32, 32, 6))))
-  outputs = [line.split("=")[0] for line in text.splitlines()
-             if "= conv_general_dilated[" in line or "= dot_general[" in line]
+  outputs = [line.split("=")[0] for line in text.splitlines() if "= conv_general_dilated[" in line]
   assert len(outputs) > 20 and all("bf16[" in out for out in outputs), outputs

@@ -1,16 +1,21 @@
-"""`bambnet quickstart` and its HTML report, on a smoke-config training run (issue 7)."""
+"""`bambnet quickstart` and its HTML report, on a smoke-config training run (issue 7); the report's
+choice of the zoomed window."""
 
 import base64
 import json
+import os
 import pathlib
 import re
 import shutil
 
+import filelock
+import numpy as np
 import pytest
 
 from bambnet_jax import cli
 from bambnet_jax.commands import quickstart
 from bambnet_jax.commands import report
+from bambnet_jax.commands import report_figures
 from bambnet_jax.io import images
 
 SMOKE_CONFIG = pathlib.Path(__file__).parent.parent / "configs" / "smoke.py"
@@ -20,11 +25,21 @@ DATA_URI = re.compile(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'")
 
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory):
-  """The whole quickstart on the smoke config: training, two Canon pairs, the report."""
-  root = tmp_path_factory.mktemp("quickstart")
+  """The whole quickstart on the smoke config: training, two Canon pairs, the report.
+
+  Run once, also across pytest-xdist workers (a file lock): the report is written last, so its
+  presence marks a finished run.
+  """
+  if "PYTEST_XDIST_WORKER" in os.environ:
+    root = tmp_path_factory.getbasetemp().parent / "quickstart"  # the same folder for every worker
+  else:
+    root = tmp_path_factory.mktemp("quickstart")
   workdir = root / "run"
-  path = quickstart.run_quickstart(workdir, [f"data.data_dir={root / 'data'}"], canon_dir=CANON_SUBSET,
-                               config_path=SMOKE_CONFIG)
+  with filelock.FileLock(f"{root}.lock"):
+    path = workdir / "report.html"
+    if not path.exists():
+      path = quickstart.run_quickstart(workdir, [f"data.data_dir={root / 'data'}"], canon_dir=CANON_SUBSET,
+                                       config_path=SMOKE_CONFIG)
   return root, workdir, path
 
 
@@ -61,27 +76,60 @@ def test_every_image_decodes_and_each_section_has_its_images(quickstart_run):
   decoded = _decoded_images(page)
   stages = list(report.read_curves(workdir / "metrics.jsonl"))
   assert stages == ["coc", "search", "deblur"]
-  # curves per stage + rounds + 2 test scenes x 5 columns + 2 Canon pairs x (restored, COC, masks)
-  assert len(decoded) == len(stages) + 1 + 2 * 5 + 2 * 3
+  # curves per stage + rounds, then per capture its views and their zoomed crops, COC map, masks:
+  # 2 test scenes (input, restored, ground truth), 2 Canon pairs (input, restored).
+  assert len(decoded) == len(stages) + 1 + 2 * (2 * 3 + 2) + 2 * (2 * 2 + 2)
   for pixels in decoded:
     assert pixels.ndim == 3 and pixels.shape[2] in (3, 4) and pixels.shape[0] > 8 and pixels.shape[1] > 8
-  # The test scenes' five panels share the scene's size (the masks add a legend band below).
-  scene_panels = decoded[len(stages) + 1:len(stages) + 1 + 5]
-  height, width = scene_panels[0].shape[:2]
-  for index in (1, 3, 4):
-    assert scene_panels[index].shape[:2] == (height, width)
-  assert scene_panels[2].shape[1] == width and scene_panels[2].shape[0] > height
+  captures = decoded[len(stages) + 1:]
+  for start, columns in ((0, 3), (8, 3), (16, 2), (22, 2)):
+    views, crops, maps = (captures[start:start + columns], captures[start + columns:start + 2 * columns],
+                          captures[start + 2 * columns:start + 2 * columns + 2])
+    # Views, COC map and masks share the capture's size (no legend band under the masks).
+    assert {v.shape[:2] for v in views + maps} == {views[0].shape[:2]}
+    assert {c.shape for c in crops} == {crops[0].shape} and crops[0].shape[0] == crops[0].shape[1]
 
 
-def test_canon_pairs_are_restored_at_full_size(quickstart_run):
+def test_canon_pairs_are_restored_at_full_size_and_shown_beside_their_input(quickstart_run):
   _, workdir, path = quickstart_run
   restored = sorted((workdir / "canon").glob("*_restored.png"))
   assert len(restored) == 2
   for file in restored:
     assert images.read_image(file).shape[:2] == (512, 768)
   page = path.read_text()
-  for file in restored:
-    assert file.name[:-len("_restored.png")] in page
+  section = page[page.index("<h2>Real Canon DP captures</h2>"):]
+  captures = {re.match(r"data-name='([^']*)'", c).group(1): c for c in section.split("<div class='capture' ")[1:]}
+  assert sorted(captures) == sorted(file.name[:-len("_restored.png")] for file in restored)
+  for capture in captures.values():
+    assert re.findall(r"<img class='[^']*' alt='([^']*)'", capture)[:2] == ["input (L+R)/2", "restored"]
+    # A 128-px window of the 768 x 512 frame at 4x: the full views are shrunk to fit side by side.
+    assert "the 128 x 128 px window with the most detail in the input, shown below 4x" in capture
+    # The workdir has a COC net, so deblur used it; the page says so.
+    assert "COC map, drawn by the <b class='estimator'>COC net</b>" in capture
+
+
+def test_detail_window_finds_the_textured_patch():
+  image = np.full((120, 200, 3), 0.5, np.float32)
+  image[70:90, 30:50] = np.random.default_rng(0).uniform(size=(20, 20, 3))
+  assert report_figures.detail_window(image, 20) == (70, 30)
+  # A window larger than the patch holds all of it.
+  top, left = report_figures.detail_window(image, 32)
+  assert top <= 70 and top + 32 >= 90 and left <= 30 and left + 32 >= 50
+
+
+@pytest.mark.parametrize("size, columns, side, zoom, shown", [
+    ((32, 32), 3, 16, 8, 256), ((64, 64), 3, 32, 8, 320), ((144, 192), 2, 72, 5, 384), ((512, 768), 2, 128, 4, 512),
+    ((40, 3000), 2, 20, 8, 512)])
+def test_crop_is_half_the_short_side_at_a_whole_zoom(size, columns, side, zoom, shown):
+  image = np.zeros(size + (3,), np.float32)
+  crop = report_figures.choose_crop(image, columns)
+  # Three 64-px scene views (input, restored, ground truth) enlarged 5x fit one row of the page.
+  assert (crop.side, crop.zoom, report_figures.display_width(size[1], columns)) == (side, zoom, shown)
+  pixels = np.arange(np.prod(size)).reshape(size + (1,))
+  zoomed = crop.of(pixels)
+  assert zoomed.shape == (side * zoom, side * zoom, 1)
+  # Nearest neighbour: every image pixel becomes a zoom x zoom block of itself.
+  np.testing.assert_array_equal(zoomed[::zoom, ::zoom], pixels[crop.top:crop.top + side, crop.left:crop.left + side])
 
 
 def test_missing_canon_data_is_skipped_with_a_message(quickstart_run, capsys):

@@ -310,3 +310,34 @@ def test_small_coc_meta_set_starves_no_branch():
   costs = sum(error_prefix[i, cuts[:, i + 1]] - error_prefix[i, cuts[:, i]] for i in range(m))
   pixels = np.stack([pixel_prefix[cuts[:, i + 1]] - pixel_prefix[cuts[:, i]] for i in range(m)], axis=1)
   assert cost == pytest.approx(costs[np.all(pixels >= 0.05 * counts.sum(), axis=1)].min(), rel=1e-12)
+
+
+def _brute_force_feasible(counts, num_branches, need):
+  bins = len(counts)
+  for cuts in itertools.combinations(range(1, bins), num_branches - 1):
+    bounds = (0,) + cuts + (bins,)
+    if all(sum(counts[a:b]) >= need for a, b in zip(bounds[:-1], bounds[1:])):
+      return True
+  return False
+
+
+def test_feasible_share_is_the_largest_share_some_split_gives():
+  rng = np.random.default_rng(5)
+  for _ in range(60):
+    counts = rng.integers(0, 5, rng.integers(4, 10)).astype(float)
+    counts[rng.integers(len(counts))] += rng.integers(0, 40)  # one heavy bin, as a point mass
+    if counts.sum() == 0:
+      continue
+    share = thresholds.feasible_share(counts, 3, 0.3)
+    assert 0 <= share <= 0.3
+    assert _brute_force_feasible(counts, 3, share * counts.sum() * (1 - 1e-9))
+    if share < 0.3:  # nothing noticeably larger is feasible
+      assert not _brute_force_feasible(counts, 3, (share + 1e-6) * counts.sum())
+
+
+def test_a_point_mass_gets_the_share_the_data_allows():
+  counts = np.array([90.0, 4.0, 3.0, 3.0])
+  share = thresholds.feasible_share(counts, 4, 0.05)
+  assert share == pytest.approx(0.03, abs=1e-6)
+  found, _ = thresholds.solve_thresholds(np.ones((4, 4)), np.arange(5.0), counts, share)
+  assert np.all(thresholds.branch_shares(found, counts, np.arange(5.0)) >= 0.03 - 1e-9)

@@ -13,10 +13,12 @@ Every builder writes the same features so one input pipeline reads them all:
 - `coc` (dp_synthetic only): the signed circle-of-confusion radius in pixels, float32 H x W.
 
 Nothing here imports TensorFlow: images are handed to `tfds.features.Image` as encoded PNG bytes
-(numpy arrays would go through TensorFlow's encoder) and records are written as array_record.
+(numpy arrays would go through TensorFlow's encoder), records are written as array_record, and
+splits larger than TFDS's in-memory shuffle buffer spill through `shuffle_buckets`.
 """
 
 import inspect
+import logging
 
 import cv2
 from etils import epath
@@ -25,6 +27,7 @@ import tensorflow_datasets as tfds
 
 from bambnet_jax.data import patches as patches_lib
 from bambnet_jax.io import images
+from tfds_dpd import shuffle_buckets
 
 IMAGE_KEYS = ("left", "right", "combined", "sharp")
 SCENE_TYPES = ("unknown", "indoor", "outdoor")
@@ -51,6 +54,37 @@ class DPBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def __init__(self, *, file_format="array_record", **kwargs):
     super().__init__(file_format=file_format, **kwargs)
+
+  def _download_and_prepare(self, dl_manager, download_config):
+    with shuffle_buckets.without_tensorflow():
+      super()._download_and_prepare(dl_manager, download_config)
+
+
+class _QuietOwnDatasets(logging.Filter):
+  """Drops two TFDS warnings about our datasets that nobody can act on; all others pass.
+
+  - "Using custom data configuration: DpSyntheticConfig(...)": logged each time a builder is made
+    from a config object, as every run does for `config.data.synthetic`.
+  - "Variant folder .../1.0.0 has no dataset_info.json": `is_prepared()` of a dataset not yet
+    prepared, which is how a run decides to prepare it.
+  """
+
+  def filter(self, record):
+    if record.msg == "Using custom data configuration: %s" and record.args:
+      return not type(record.args[0]).__module__.startswith(f"{__package__}.")
+    if record.msg == "Variant folder %s has no %s" and record.args:
+      ours = {builder.name for builder in DPBuilder.__subclasses__()}
+      return not ours.intersection(epath.Path(record.args[0]).parts)
+    return True
+
+
+def _quiet_absl_logger():
+  logger = logging.getLogger("absl")  # TFDS logs through absl.logging
+  if not any(isinstance(f, _QuietOwnDatasets) for f in logger.filters):
+    logger.addFilter(_QuietOwnDatasets())
+
+
+_quiet_absl_logger()
 
 
 def dp_features(with_coc=False):

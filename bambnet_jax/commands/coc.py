@@ -2,7 +2,8 @@
 
 Two estimators: the classical search (`losses/coc_search.py`, no training needed) and a trained or
 converted COC network (`--weights`). Both give the signed COC radius in pixels, > 0 in front of the
-focal plane, < 0 behind it (SPEC section 3).
+focal plane, < 0 behind it (SPEC section 3). Raw views (black and white levels, a flat-field pair)
+are read through `images.DPReader`, as by `bambnet deblur`.
 """
 
 import pathlib
@@ -38,14 +39,17 @@ def colour_map(coc, vmax):
 
 
 def _coc_from_network(weights, left, right):
-  """The COC net's (H, W, 3) per-colour-channel map for float (H, W, 3) views."""
-  if left.shape[2] != 3:
-    raise ValueError(f"the COC network needs RGB views, got {left.shape[2]} channel(s)")
+  """The COC net's per-colour-channel map for float (H, W, C) views: (H, W, 3), or (H, W, 1) for
+  single-channel views (replicated to RGB, as the Deblurrer does; the three maps averaged)."""
+  if left.shape[2] not in (1, 3):
+    raise ValueError(f"the COC network needs RGB or single-channel views, got {left.shape[2]} channels")
   params, net, config = weights_io.load_weights(weights, expected_net="coc")
   model = networks.build(net, config)
   views = jnp.concatenate([jnp.asarray(left), jnp.asarray(right)], axis=-1)[None]
-  coc = jax.jit(model.apply)({"params": params}, views)
-  return np.asarray(coc[0], np.float32)
+  if left.shape[2] == 1:
+    views = jnp.repeat(views, 3, axis=-1)
+  coc = np.asarray(jax.jit(model.apply)({"params": params}, views)[0], np.float32)
+  return coc.mean(axis=-1, keepdims=True) if left.shape[2] == 1 else coc
 
 
 def estimate(left, right, method="search", weights=None, per_channel=False):
@@ -64,17 +68,21 @@ def estimate(left, right, method="search", weights=None, per_channel=False):
   return coc
 
 
-def run_coc(left_path, right_path, output_dir, method="search", weights=None, per_channel=False):
+def run_coc(left_path, right_path, output_dir, method="search", weights=None, per_channel=False,
+            black_level=None, white_level=None, flat_field=None):
   """Writes `coc.npy` (float32 signed COC in px) and `coc.png` (colour map) into output_dir.
 
   method: "search" (the classical estimate) or "network" (needs `weights`); a `weights` argument
   alone selects the network. With per_channel the .npy is H x W x C and the PNG shows the mean
-  over channels. Returns a dict: paths of the two files, the colour range and the median COC.
+  over channels. black_level, white_level: raw levels (None: from a dp_raw.json beside the left
+  view, else none); flat_field: None or (left, right) flat-field files; see `images.DPReader`.
+  Returns a dict: paths of the two files, the colour range and the median COC.
   """
   if weights is not None and method == "search":
     method = "network"
-  left, right = images.read_dp_pair(left_path, right_path)
-  left, right = images.to_float(left), images.to_float(right)
+  reader = images.DPReader(black_level, white_level, *(flat_field or (None, None)))
+  views = reader.read(left_path, right_path)
+  left, right = images.to_float(views.left), images.to_float(views.right)
   coc = estimate(left, right, method=method, weights=weights, per_channel=per_channel)
   coc = np.asarray(coc, np.float32)
   output_dir = pathlib.Path(output_dir)

@@ -2,11 +2,16 @@
 
 Per pair, in the output directory (NAME from the pair: its file stem without `_L`, or its folder
 path with `/` flattened to `_`):
-  NAME_restored.png  the restored image at the input's bit depth and channels (.npy for float input)
+  NAME_restored.png  the restored image at the input's bit depth and channels (.npy for float input);
+                     raw input (black/white levels given) is written between the same levels,
+                     without the vignetting that a flat-field pair removed
   NAME_coc.npy       the signed COC map the masks come from, float32 px, (H, W, K): K = 3 from the
                      COC net (one radius per colour channel), 1 from the classical search
   NAME_coc.png       that map colour-mapped as by `bambnet coc` (the mean over K)
   NAME_masks.png     the branch masks tinted over the input, a legend band below it
+
+Raw views (`--black-level`/`--white-level`, or a dp_raw.json beside the pair) and a flat-field
+pair are applied by `images.DPReader` before the nets and the COC search see the views.
 
 A pair is computed completely before anything is written, each file is written atomically, and
 if a write fails the pair's files written so far are removed: no pair is ever half-written. In a
@@ -194,21 +199,21 @@ def masks_overlay(base, branches, thresholds):
   return np.concatenate([overlay, legend_band(branches.shape[1], thresholds, shares)], axis=0)
 
 
-def _encoded_outputs(output_dir, name, left, right, result, thresholds):
-  """{path: bytes or array} of one pair, all encoded before anything is written."""
+def _encoded_outputs(output_dir, name, views, result, thresholds):
+  """{path: bytes or array} of one pair (`images.DPViews`), all encoded before anything is written."""
   output_dir = pathlib.Path(output_dir)
-  depth = images.bit_depth_of(left)
+  restored = views.encode(result.restored)  # the input files' encoding
   outputs = {}
-  if depth is None:  # float input: float output
-    outputs[output_dir / f"{name}_restored.npy"] = result.restored
+  if images.bit_depth_of(restored) is None:  # float input: float output
+    outputs[output_dir / f"{name}_restored.npy"] = restored
   else:
-    outputs[output_dir / f"{name}_restored.png"] = images.encode_png(images.from_float(result.restored, depth))
+    outputs[output_dir / f"{name}_restored.png"] = images.encode_png(restored)
   if result.coc is not None:
     shown = result.coc.mean(axis=-1)
     outputs[output_dir / f"{name}_coc.npy"] = result.coc
     outputs[output_dir / f"{name}_coc.png"] = images.encode_png(
         coc_command.colour_map(shown, coc_command.colour_range(shown)))
-    combined = (images.to_float(left) + images.to_float(right)) / 2.0
+    combined = (images.to_float(views.left) + images.to_float(views.right)) / 2.0
     overlay = masks_overlay(combined, result.branches, thresholds)
     outputs[output_dir / f"{name}_masks.png"] = images.encode_png(overlay)
   return outputs
@@ -231,19 +236,22 @@ def _write_all(outputs):
   return list(outputs)
 
 
-def _read_pair(pair):
-  left, right = images.read_dp_pair(pair.left, pair.right)
-  if left.shape[-1] not in (1, 3):
-    raise images.ImageError(pair.left, f"{left.shape[-1]} channels; need RGB or single-channel")
-  return left, right
+def _read_pair(reader, pair):
+  views = reader.read(pair.left, pair.right)
+  if views.left.shape[-1] not in (1, 3):
+    raise images.ImageError(pair.left, f"{views.left.shape[-1]} channels; need RGB or single-channel")
+  return views
 
 
 def run_deblur(output_dir, left=None, right=None, input_dir=None, weights=None, coc_weights=None,
                coc="auto", thresholds=None, dtype="float32", tile=None, overlap=None, batch_size=1,
-               show_progress=True):
+               show_progress=True, black_level=None, white_level=None, flat_field=None):
   """Restores one pair (`left`, `right`) or every pair under `input_dir` into `output_dir`.
 
-  tile, overlap: None for inference.DEFAULT_TILE / DEFAULT_OVERLAP.
+  tile: None restores each image whole when it fits in device memory, else in 512-px tiles; 0
+    always whole; else tiles of that side. overlap: None for inference.DEFAULT_OVERLAP.
+  black_level, white_level: raw levels (None: from a dp_raw.json beside each pair, else none);
+    flat_field: None or (left, right) flat-field files; see `images.DPReader`.
   Returns a list with one dict per restored pair: name, input files, written paths.
   Raises ValueError/OSError (ImageError, WeightsError, ...) for a bad single pair or bad options,
   before anything is written; DeblurFailures after a folder run in which some inputs were bad.
@@ -251,8 +259,8 @@ def run_deblur(output_dir, left=None, right=None, input_dir=None, weights=None, 
 
   if (left is None) != (right is None) or (left is None) == (input_dir is None):
     raise ValueError("give either --left and --right (one pair) or --input-dir (a folder of pairs)")
-  tile = inference.DEFAULT_TILE if tile is None else tile
   overlap = inference.DEFAULT_OVERLAP if overlap is None else overlap
+  reader = images.DPReader(black_level, white_level, *(flat_field or (None, None)), root=input_dir)
   deblurrer = load_deblurrer(resolve_weights(weights, coc_weights), coc, thresholds, compute_dtype=dtype,
                              tile=tile, overlap=overlap, batch_size=batch_size,
                              progress=lambda **kw: tqdm.tqdm(leave=False, unit="tile", disable=not show_progress
@@ -270,17 +278,17 @@ def run_deblur(output_dir, left=None, right=None, input_dir=None, weights=None, 
   failures = [(str(path), problem) for path, problem in problems]
   done = []
   # Reads the next pair while the current one is restored.
-  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
-    reads = [reader.submit(_read_pair, pairs[0])] if pairs else []
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    reads = [pool.submit(_read_pair, reader, pairs[0])] if pairs else []
     for index in tqdm.tqdm(range(len(pairs)), desc="deblur", unit="pair", disable=not show_progress or len(pairs) < 2):
       pair, name = pairs[index], names[index]
       if index + 1 < len(pairs):
-        reads.append(reader.submit(_read_pair, pairs[index + 1]))
+        reads.append(pool.submit(_read_pair, reader, pairs[index + 1]))
       try:
         views = reads[index].result()
         reads[index] = None  # frees the pixels once restored
-        result = deblurrer(*views)
-        written = _write_all(_encoded_outputs(output_dir, name, *views, result, deblurrer.thresholds))
+        result = deblurrer(views.left, views.right)
+        written = _write_all(_encoded_outputs(output_dir, name, views, result, deblurrer.thresholds))
       except (ValueError, OSError) as e:
         if input_dir is None:
           raise

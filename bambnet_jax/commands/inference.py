@@ -12,6 +12,7 @@ the tile's content as a whole: tiled and untiled results agree closely, not exac
 """
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,10 @@ from bambnet_jax.models import networks
 from bambnet_jax.models import padding
 
 NET_MULTIPLE = 16  # the branches pool four times by 2: tiles start on this grid, as the full image
-DEFAULT_TILE = 512  # px, the training patch size
+DEFAULT_TILE = 512  # px, the training patch size: tiles of frames too large to restore whole
+# Working memory of either net's forward pass per pixel, with headroom: XLA's memory analysis of
+# the float32 forward at 256 x 256 gives 3.2 KB (bfloat16 2.7 KB).
+BYTES_PER_PIXEL = 4096
 DEFAULT_OVERLAP = 160  # px; see the module docstring
 DEFAULT_RAMP = 32  # px over which one tile hands over to the next (at most the overlap)
 # The classical COC search looks max_radius + window // 2 + shift (24 + 10 + 10) px around a pixel
@@ -32,6 +36,21 @@ DEFAULT_RAMP = 32  # px over which one tile hands over to the next (at most the 
 # borders (64 - 16 = 48 px), so the tiled search reproduces the untiled one up to rounding.
 COC_SEARCH_OVERLAP = 128
 COC_SOURCES = ("network", "search", "none")
+
+
+def device_memory(device=None):
+  """Bytes a computation may use on `device` (default: JAX's first): its memory limit, or the
+  host's physical memory for a CPU."""
+  device = device or jax.devices()[0]
+  stats = device.memory_stats() or {}
+  if stats.get("bytes_limit"):
+    return int(stats["bytes_limit"])
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def fits_whole(height, width, device=None, share=0.5):
+  """Whether a net's forward pass over a whole H x W image fits in `share` of the device memory."""
+  return height * width * BYTES_PER_PIXEL <= share * device_memory(device)
 
 
 def tile_starts(size, tile, overlap):
@@ -205,9 +224,11 @@ class Deblurrer:
   """
 
   def __init__(self, deblur_params, deblur_config, coc_params=None, coc_config=None, coc_source=None,
-               thresholds=None, compute_dtype=None, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, batch_size=1,
+               thresholds=None, compute_dtype=None, tile=None, overlap=DEFAULT_OVERLAP, batch_size=1,
                progress=None):
     """compute_dtype: None keeps the configs' dtype, else "float32"/"bfloat16" (params stay float32).
+    tile: None restores an image whole when it fits in device memory (`fits_whole`), as the nets
+      were evaluated, and in DEFAULT_TILE tiles beyond; 0 always whole; else tiles of that side.
     coc_source: "network" (needs coc_params), "search", "none", or None (network if given, else search).
     progress: optional factory(total=, desc=) of tile progress bars (with update(n) and close()),
       e.g. functools.partial(tqdm.tqdm, leave=False)."""
@@ -226,7 +247,7 @@ class Deblurrer:
                        f"network's {num_branches} branches, got {list(thresholds)}")
     self.thresholds = tuple(float(r) for r in thresholds)
     self.tile, self.overlap, self.batch_size, self._progress = tile, overlap, batch_size, progress
-    tile_layout(NET_MULTIPLE, NET_MULTIPLE, tile, overlap, NET_MULTIPLE)  # checks tile and overlap early
+    tile_layout(NET_MULTIPLE, NET_MULTIPLE, tile or 0, overlap, NET_MULTIPLE)  # checks tile and overlap early
 
     def compiled(net, params, config):
       config = config.copy_and_resolve_references()
@@ -241,6 +262,12 @@ class Deblurrer:
 
     self._deblur = compiled("deblur", deblur_params, deblur_config)
     self._coc_net = compiled("coc", coc_params, coc_config) if self.coc_source == "network" else None
+
+  def net_tile(self, height, width):
+    """The tile side the nets run with on an H x W image (0: the whole image)."""
+    if self.tile is not None:
+      return self.tile
+    return 0 if fits_whole(height, width) else DEFAULT_TILE
 
   def _tiled(self, fn, views, description, tile, overlap, align, max_tiles=None):
     layout = tile_layout(*views.shape[:2], tile, overlap, align)
@@ -259,7 +286,8 @@ class Deblurrer:
     fn = self._deblur
     if views.shape[-1] == 2:  # single-channel: the mean of the RGB net's three outputs
       fn = lambda tiles: jnp.mean(self._deblur(tiles), axis=-1, keepdims=True)
-    restored = self._tiled(fn, views, "deblur", self.tile, self.overlap, NET_MULTIPLE, max_tiles)
+    tile = self.net_tile(*views.shape[:2])
+    restored = self._tiled(fn, views, "deblur", tile, self.overlap if tile else 0, NET_MULTIPLE, max_tiles)
     return np.clip(restored, 0.0, 1.0, out=restored)  # in place: a full frame is large
 
   def estimate_coc(self, views):
@@ -268,15 +296,17 @@ class Deblurrer:
     if self.coc_source == "none":
       return None
     if self.coc_source == "network":
-      return self._tiled(self._coc_net, views, "COC net", self.tile, self.overlap, NET_MULTIPLE)
+      tile = self.net_tile(*views.shape[:2])
+      return self._tiled(self._coc_net, views, "COC net", tile, self.overlap if tile else 0, NET_MULTIPLE)
 
     def search(tiles):
       # The search's memory grows with its input (49 signed radii per pixel): tiles bound it.
       return np.stack([coc_search.estimate_coc(t[..., :channels], t[..., channels:])[0][..., None]
                        for t in tiles])
 
-    overlap = COC_SEARCH_OVERLAP if self.tile else 0
-    tile = max(self.tile, 2 * overlap) if self.tile else 0
+    search_tile = DEFAULT_TILE if self.tile is None else self.tile
+    overlap = COC_SEARCH_OVERLAP if search_tile else 0
+    tile = max(search_tile, 2 * overlap) if search_tile else 0
     return self._tiled(search, views, "COC search", tile, overlap, 1)
 
   def __call__(self, left, right):

@@ -25,9 +25,11 @@ def run_quickstart(workdir, overrides=(), canon_dir=CANON_DIR, config_path=QUICK
   config = config_files.apply_overrides(config_files.load_config(str(config_path)), list(overrides))
   train.train_and_evaluate(config, workdir)
   canon_dir = None if canon_dir is None else pathlib.Path(canon_dir)
+  canon = []
   if canon_dir is not None and canon_dir.is_dir():
-    deblur.run_deblur(workdir / "canon", input_dir=canon_dir, weights=workdir, show_progress=False)
+    # What deblur returns per pair (its input files, outputs and COC estimator) is what the report shows.
+    canon = deblur.run_deblur(workdir / "canon", input_dir=canon_dir, weights=workdir, show_progress=False)
   else:
     # The captures ship with a source checkout only; an installed package has no tests/data.
     print(f"no Canon DP pairs at {canon_dir}: the report leaves them out")
-  return report.write_report(workdir, config)
+  return report.write_report(workdir, config, canon)

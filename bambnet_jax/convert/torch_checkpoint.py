@@ -18,7 +18,6 @@ import re
 import numpy as np
 
 from bambnet_jax.io import weights as weights_io
-from bambnet_jax.models import blocks
 from bambnet_jax.models import branches
 from bambnet_jax.models import wiring
 from bambnet_jax.models import networks
@@ -72,8 +71,8 @@ def infer_model_config(state_dict, source="<state_dict>"):
 
 
 def _conv(state_dict, key):
-  """A PyTorch conv (OIHW weight, bias) as Flax (HWIO kernel, bias)."""
-  return {"kernel": np.transpose(state_dict[key + ".weight"], (2, 3, 1, 0)), "bias": state_dict[key + ".bias"]}
+  """A PyTorch conv (OIHW weight, bias) as this project's (OHWI kernel, bias)."""
+  return {"kernel": np.transpose(state_dict[key + ".weight"], (0, 2, 3, 1)), "bias": state_dict[key + ".bias"]}
 
 
 def _key_plan(config):
@@ -109,17 +108,14 @@ def state_dict_to_params(state_dict, net, config, source="<state_dict>"):
         f"{source}: keys do not match the architecture (width {config.width}, capacities "
         f"{tuple(config.branch_capacities)}): missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
         f"unexpected {extra[:5]}{' ...' if len(extra) > 5 else ''}")
-  # Built in Flax's HWIO (the released OIHW transposed), then moved to the config's layout.
-  hwio = config.copy_and_resolve_references()
-  hwio.kernel_layout = "HWIO"
-  shapes = networks.param_shapes(net, hwio)
+  shapes = networks.param_shapes(net, config)
   params = {}
   for path, prefix in plan.items():
     want = shapes
     for name in path:
       want = want[name]
     conv = _conv(state_dict, prefix)
-    for leaf, suffix, to_torch in (("kernel", "weight", (3, 2, 0, 1)), ("bias", "bias", (0,))):
+    for leaf, suffix, to_torch in (("kernel", "weight", (0, 3, 1, 2)), ("bias", "bias", (0,))):
       if conv[leaf].shape != want[leaf].shape:
         needed = tuple(int(want[leaf].shape[axis]) for axis in to_torch)
         raise CheckpointFormatError(f"{source}: {prefix}.{suffix} has shape {state_dict[f'{prefix}.{suffix}'].shape}, "
@@ -128,11 +124,11 @@ def state_dict_to_params(state_dict, net, config, source="<state_dict>"):
     for name in path[:-1]:
       node = node.setdefault(name, {})
     node[path[-1]] = conv
-  head, tail = params["body"]["head"], params["tail"]
-  views = head["kernel"].shape[2] // 3
-  head["kernel"] = head["kernel"][:, :, np.concatenate([_BGR_TO_RGB + 3 * v for v in range(views)])]
-  tail["kernel"], tail["bias"] = tail["kernel"][..., _BGR_TO_RGB], tail["bias"][_BGR_TO_RGB]
-  return blocks.to_kernel_layout(params, "HWIO", networks.kernel_layout(config))
+  head, tail = params["body"]["head"], params["tail"]  # OHWI: input channels last, outputs first
+  views = head["kernel"].shape[-1] // 3
+  head["kernel"] = head["kernel"][..., np.concatenate([_BGR_TO_RGB + 3 * v for v in range(views)])]
+  tail["kernel"], tail["bias"] = tail["kernel"][_BGR_TO_RGB], tail["bias"][_BGR_TO_RGB]
+  return params
 
 
 def convert_file(checkpoint_path, output_dir, net):

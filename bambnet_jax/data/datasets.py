@@ -50,6 +50,9 @@ class DataSources:
     self.config = data_config
     self.mesh = mesh
     self._builders = {}
+    # Sources are kept: evaluation batches read a split's image sizes once per source, and the
+    # threshold search passes over its meta set every round.
+    self._sources = {}
 
   def _new_builder(self, dataset):
     if dataset == "dp_synthetic" and self.config.get("synthetic") is not None:
@@ -74,14 +77,20 @@ class DataSources:
     return self._builders[dataset]
 
   def source(self, dataset, split, keys, max_examples=None):
+    cache_key = (dataset, split, tuple(keys), max_examples)
+    if cache_key not in self._sources:
+      self._sources[cache_key] = self._new_source(dataset, split, keys, max_examples)
+    return self._sources[cache_key]
+
+  def _new_source(self, dataset, split, keys, max_examples):
     builder = self._builder(dataset)
-    records = builder.as_data_source(split=split, decoders={k: tfds.decode.SkipDecoding()
-                                                            for k in records.IMAGE_KEYS})
+    examples = builder.as_data_source(split=split, decoders={k: tfds.decode.SkipDecoding()
+                                                             for k in records.IMAGE_KEYS})
     if max_examples:
-      records = _Head(records, max_examples)
+      examples = _Head(examples, max_examples)
     features = set(builder.info.features.keys())
     keys = tuple(k for k in keys if k in features)
-    return records.DPSource(records, keys, name=f"{dataset}/{split}")
+    return records.DPSource(examples, keys, name=f"{dataset}/{split}")
 
   def train_batches(self, keys, batch_size, seed, crop_size=None):
     """Random crops of the training split; `crop_size` None: the data config's."""

@@ -12,9 +12,11 @@ dp_synthetic, read through `tfds.data_source` without TensorFlow), synthetic sce
 the fly, or any in-memory sequence of dicts. Grain does the shuffling (a fresh permutation each
 epoch), the per-process sharding (each host reads its own part of every epoch), the random crops
 and DP-correct flips (`augment`) and the batching, in `worker_count` processes. Batches have a
-fixed shape: training drops the last partial batch; evaluation pads it and adds a `mask`. Each
-batch is placed on the mesh sharded over its 'data' axis, a few batches ahead of the training
-step, and its images converted there to float32 in [0, 1] (on the host when there is no mesh).
+fixed shape: training drops the last partial batch and crops records of any size to one size;
+evaluation pads the last batch (`mask` marks the real rows) and every image to the largest size
+of the split (`pixel_mask` marks the real pixels). Each batch is placed on the mesh sharded over
+its 'data' axis, a few batches ahead of the training step, and its images converted there to
+float32 in [0, 1] (on the host when there is no mesh).
 """
 
 import collections
@@ -93,6 +95,44 @@ def _per_process_batch(batch_size, shard_count):
   if batch_size % shard_count:
     raise ValueError(f"global batch size {batch_size} is not divisible by the {shard_count} processes")
   return batch_size // shard_count
+
+
+class _SizeChecked:
+  """`source` with each record's size checked against the training crop, naming a record that fails.
+
+  Without a crop every record must have the size of the first, since they are batched as they are.
+  """
+
+  def __init__(self, source, crop_size):
+    self._source = source
+    if crop_size is None:
+      self._exact, self._least = records.spatial_size(source[0]) if len(source) else None, None
+    else:
+      self._exact, self._least = None, (crop_size, crop_size) if np.isscalar(crop_size) else tuple(crop_size)
+
+  def __len__(self):
+    return len(self._source)
+
+  def __getitem__(self, index):
+    example = self._source[index]
+    height, width = records.spatial_size(example)
+    if self._least is not None and (height < self._least[0] or width < self._least[1]):
+      raise ValueError(f"{_record_name(self._source, index)} is {height}x{width}, smaller than the "
+                       f"{self._least[0]}x{self._least[1]} training crop")
+    if self._exact is not None and (height, width) != self._exact:
+      raise ValueError(f"{_record_name(self._source, index)} is {height}x{width}, the first record "
+                       f"{self._exact[0]}x{self._exact[1]}: give training a crop size to batch "
+                       "images of different sizes")
+    return example
+
+  def __repr__(self):
+    # Grain stores repr(data source) in the data position and checks it on resume; the check
+    # changes no record, so positions saved by runs without it stay valid.
+    return repr(self._source)
+
+
+def _record_name(source, index):
+  return source.record_name(index) if hasattr(source, "record_name") else f"record {index}"
 
 
 def make_loader(source, *, batch_size, shard_options, crop_size=None, horizontal_flip=False,
@@ -205,7 +245,8 @@ def training_batches(source, mesh=None, *, batch_size, crop_size=None, horizonta
   """
   shard_options = shard_options or process_shard_options(drop_remainder=True)
   loader = make_loader(
-      source, batch_size=_per_process_batch(batch_size, shard_options.shard_count),
+      _SizeChecked(source, crop_size),
+      batch_size=_per_process_batch(batch_size, shard_options.shard_count),
       shard_options=shard_options, crop_size=crop_size, horizontal_flip=horizontal_flip,
       vertical_flip=vertical_flip, shuffle=True, seed=seed, num_epochs=num_epochs,
       drop_remainder=True, worker_count=worker_count, worker_buffer_size=worker_buffer_size,
@@ -215,15 +256,19 @@ def training_batches(source, mesh=None, *, batch_size, crop_size=None, horizonta
 
 def evaluation_batches(source, mesh=None, *, batch_size, worker_count=0, prefetch=2,
                        shard_options=None):
-  """One pass over `source` in order, in fixed-size batches with a boolean `mask` of real rows.
+  """One pass over `source` in order, in batches of one shape, whatever the images' sizes.
 
-  The last batches are padded with zeros (mask False). Every process yields the same number of
-  batches, as collective computations on several hosts need. Images batched together must share
-  a size (DPDD's are all 1120x1680 once portraits are turned); otherwise use batch_size 1 per
-  device.
+  Every image is padded with zeros at the bottom and right to the largest height and the largest
+  width of the split (found once through `records.image_sizes`), and each batch carries
+  `pixel_mask`, bool (N, H, W), True on the real pixels, whether or not the sizes differ. The
+  last batches are padded with zero rows: `mask`, bool (N,), is False for them, and so is their
+  whole `pixel_mask`. Every process yields the same number of batches, as collective
+  computations on several hosts need.
   """
   shard_options = shard_options or process_shard_options(drop_remainder=False)
   per_process = _per_process_batch(batch_size, shard_options.shard_count)
+  if len(source):
+    source = _PaddedImages(source, *np.max(records.image_sizes(source), axis=0))
   # Each process takes a contiguous block of records itself: Grain 0.2's IndexSampler drops
   # records of the larger shards when the count does not divide evenly.
   shard = _ContiguousShard(source, shard_options.shard_index, shard_options.shard_count)
@@ -234,6 +279,32 @@ def evaluation_batches(source, mesh=None, *, batch_size, worker_count=0, prefetc
   padded = _PaddedIterator(iter(loader), per_process, num_batches,
                            template=lambda: source[0])
   return BatchIterator(padded, mesh, prefetch)
+
+
+class _PaddedImages:
+  """Records with their spatial arrays zero-padded (bottom, right) to height x width, plus `pixel_mask`."""
+
+  def __init__(self, source, height, width):
+    self._source = source
+    self._size = int(height), int(width)
+
+  def __len__(self):
+    return len(self._source)
+
+  def __getitem__(self, index):
+    example = dict(self._source[index])
+    height, width = records.spatial_size(example)
+    pad_height, pad_width = self._size[0] - height, self._size[1] - width
+    if pad_height < 0 or pad_width < 0:
+      raise ValueError(f"{_record_name(self._source, index)} is {height}x{width}, larger than the "
+                       f"{self._size[0]}x{self._size[1]} its sizes gave")
+    for key in records.SPATIAL_KEYS:
+      if key in example and (pad_height or pad_width):
+        value = np.asarray(example[key])
+        example[key] = np.pad(value, [(0, pad_height), (0, pad_width)] + [(0, 0)] * (value.ndim - 2))
+    example["pixel_mask"] = np.zeros(self._size, bool)
+    example["pixel_mask"][:height, :width] = True
+    return example
 
 
 class _ContiguousShard:

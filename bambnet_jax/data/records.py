@@ -1,16 +1,55 @@
 """Where DP records come from: prepared TFDS datasets, synthetic scenes rendered on the fly, lists.
 
 Every source is a random-access sequence of example dicts (what Grain needs) holding only the
-keys a stage reads, with images as integer (8/16-bit) or float arrays.
+keys a stage reads, with images as integer (8/16-bit) or float arrays. `image_sizes` gives the
+(height, width) of every record, without decoding where the source can tell.
 """
+
+import concurrent.futures
+import struct
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bambnet_jax.data import augment
 from bambnet_jax.data import synthetic
 from bambnet_jax.io import images
 
 IMAGE_KEYS = ("left", "right", "combined", "sharp")
+SPATIAL_KEYS = augment.SPATIAL_KEYS  # the H x W (x C) arrays of a record, all of one size
+# Reading a record is mostly decompression, which releases the GIL.
+SIZE_SCAN_THREADS = 8
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def image_sizes(source):
+  """(N, 2) int array: the (height, width) of every record of `source`.
+
+  Sources that know their sizes cheaply (`DPSource`, `SyntheticScenes`) give them through their
+  own `image_sizes()`; any other sequence of dicts is read once, record by record.
+  """
+  if hasattr(source, "image_sizes"):
+    return source.image_sizes()
+  return np.array([spatial_size(source[i]) for i in range(len(source))], np.int64).reshape(-1, 2)
+
+
+def spatial_size(example, where="record"):
+  """(height, width) of the first spatial array of `example` (encoded images: from the header)."""
+  key = next((k for k in SPATIAL_KEYS if k in example), None)
+  if key is None:
+    raise ValueError(f"{where}: has none of the spatial keys {SPATIAL_KEYS}: {sorted(example)}")
+  value = example[key]
+  if isinstance(value, (bytes, np.bytes_)):
+    return _encoded_size(bytes(value), f"{where}.{key}")
+  return tuple(int(n) for n in np.shape(value)[:2])
+
+
+def _encoded_size(data, where):
+  # A PNG's IHDR chunk comes first: width and height as big-endian uint32 at bytes 16-24.
+  if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR":
+    width, height = struct.unpack(">II", data[16:24])
+    return int(height), int(width)
+  return tuple(images.decode_image(data, where).shape[:2])
 
 
 class DPSource:
@@ -24,6 +63,7 @@ class DPSource:
     self._records = records
     self._keys = tuple(keys)
     self._name = name
+    self._sizes = None
 
   @classmethod
   def from_tfds(cls, dataset, split, keys=IMAGE_KEYS, data_dir=None):
@@ -45,6 +85,23 @@ class DPSource:
   def __len__(self):
     return len(self._records)
 
+  def record_name(self, index):
+    """`dataset/split[index]`, with the record's own name where it has one."""
+    where = f"{self._name}[{index}]"
+    name = self._records[index].get("name")
+    return where if name is None else f"{where} ({_text(name)})"
+
+  def image_sizes(self):
+    """(N, 2) (height, width) per record, read from the PNG headers once and then remembered."""
+    if self._sizes is None:
+      def size(index):
+        record = self._records[index]
+        return spatial_size({k: record[k] for k in self._keys if k in record}, f"{self._name}[{index}]")
+      with concurrent.futures.ThreadPoolExecutor(SIZE_SCAN_THREADS) as pool:
+        sizes = list(pool.map(size, range(len(self))))
+      self._sizes = np.array(sizes, np.int64).reshape(-1, 2)
+    return self._sizes
+
   def __getitem__(self, index):
     record = self._records[index]
     where = f"{self._name}[{index}]"
@@ -63,6 +120,10 @@ class DPSource:
 
   def __repr__(self):
     return f"DPSource({self._name}, {len(self)} records, keys={self._keys})"
+
+
+def _text(value):
+  return value.decode() if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 
 def scene_seed(seed, split, index):
@@ -91,6 +152,9 @@ class SyntheticScenes:
 
   def __len__(self):
     return self._num_scenes
+
+  def image_sizes(self):
+    return np.tile([self._config.height, self._config.width], (self._num_scenes, 1))
 
   def __getitem__(self, index):
     if not 0 <= index < self._num_scenes:

@@ -130,14 +130,23 @@ def evaluate(deblur_params, coc_params, model_config, batches, output_dir=None, 
     images_only = {k: batch[k] for k in pipeline.EVAL_KEYS}  # names and labels stay on the host
     out = jax.block_until_ready(restore(deblur_params, coc_params, images_only, gates))
     middle = time.perf_counter()
-    # With several processes, each scores the rows it fed; the records are gathered at the end.
-    scores = jax.tree_util.tree_map(sharding.local_rows, suite.per_image(out["restored"], batch["sharp"]))
+    real = sharding.local_rows(batch["mask"]) if "mask" in batch else np.ones(len(out["restored"]), bool)
+    sizes = _real_sizes(batch, real)
+    if sizes is None:
+      # With several processes, each scores the rows it fed; the records are gathered at the end.
+      scores = jax.tree_util.tree_map(sharding.local_rows, suite.per_image(out["restored"], batch["sharp"]))
+      out = jax.tree_util.tree_map(sharding.local_rows, out)
+    else:
+      out, scores = _score_cropped(suite, jax.tree_util.tree_map(sharding.local_rows, out),
+                                   sharding.local_rows(batch["sharp"]), sharding.local_rows(batch["combined"]),
+                                   sizes, real)
     seconds["restore"] += middle - start
     seconds["metrics"] += time.perf_counter() - middle
-    out = jax.tree_util.tree_map(sharding.local_rows, out)
-    real = sharding.local_rows(batch["mask"]) if "mask" in batch else np.ones(len(out["restored"]), bool)
     host = {k: sharding.local_rows(batch[k]) for k in ("scene_type", "rotated", "coc", "combined")
             if k in batch and (k != "combined" or "coc" in out)}
+    if sizes is not None:
+      host = {k: [v[i][:h, :w] for i, (h, w) in enumerate(sizes)] if k in ("coc", "combined") else v
+              for k, v in host.items()}
     for i in np.flatnonzero(real):
       name = _text(batch["name"][i]) if "name" in batch else f"{len(records):03d}"
       record = {"name": name, "scene_type": _scene_type(host, i)}
@@ -172,6 +181,33 @@ def evaluate(deblur_params, coc_params, model_config, batches, output_dir=None, 
   return {**groups["combined"], "groups": groups, "seconds": seconds}
 
 
+def _real_sizes(batch, real):
+  """Each local row's (height, width) when a mixed-size split was padded, else None."""
+  if "pixel_mask" not in batch:
+    return None
+  pixels = sharding.local_rows(batch["pixel_mask"])
+  if pixels[real].all():
+    return None
+  return [(int(p.any(1).sum()), int(p.any(0).sum())) for p in pixels]
+
+
+def _score_cropped(suite, out, sharp, combined, sizes, real):
+  """Scores each real image of a padded batch at its own size (one compile per distinct size).
+
+  Returns (outputs cropped, scores) indexed by row like the unpadded path's arrays.
+  """
+  out = {k: [v[i][:h, :w] for i, (h, w) in enumerate(sizes)] for k, v in out.items() if k in ("restored", "coc")}
+  scores, baseline = {}, {}
+  for i in np.flatnonzero(real):
+    h, w = sizes[i]
+    target = sharp[i][None, :h, :w]
+    for k, v in suite.per_image(out["restored"][i][None], target).items():
+      scores.setdefault(k, {})[i] = np.asarray(v)[0]
+    for k, v in metrics.image_metrics(combined[i][None, :h, :w], target).items():
+      baseline.setdefault(f"{tables.INPUT_PREFIX}{k}", {})[i] = np.asarray(v)[0]
+  return out | baseline, scores
+
+
 def coc_errors(predicted, truth, combined):
   """Signed-COC mean absolute errors of one image, over all pixels and over textured pixels.
 
@@ -181,22 +217,6 @@ def coc_errors(predicted, truth, combined):
   error = np.abs(predicted - np.asarray(truth).reshape(predicted.shape))
   return {"coc_mae": float(error.mean()),
           "coc_mae_textured": float(error[coc_search.textured_mask(np.asarray(combined))].mean())}
-
-
-def evaluate_coc(coc_params, model_config, batches):
-  """The COC net alone on data with a ground-truth COC: mean of `coc_errors` over the images."""
-  coc_net = networks.build("coc", model_config)
-  apply = jax.jit(lambda p, left, right: coc_net.apply({"params": p}, jnp.concatenate([left, right], axis=-1)))
-  records = []
-  for batch in batches:
-    predicted = sharding.local_rows(apply(coc_params, batch["left"], batch["right"]))
-    host = {k: sharding.local_rows(batch[k]) for k in ("coc", "combined")}
-    real = sharding.local_rows(batch["mask"]) if "mask" in batch else np.ones(len(predicted), bool)
-    records += [coc_errors(predicted[i], host["coc"][i], host["combined"][i]) for i in np.flatnonzero(real)]
-  records = [r for part in sharding.gather_from_processes(records) for r in part]
-  if not records:
-    raise ValueError("the test split has no images")
-  return {k: float(np.mean([r[k] for r in records])) for k in records[0]} | {"images": len(records)}
 
 
 def test_batches(config, mesh):

@@ -4,9 +4,14 @@ Images are held as H x W x C arrays in RGB order (C = 3) or single-channel (C = 
 their integer pixels (uint8 / uint16) or as float32 in [0, 1] (integer / (2**bits - 1)).
 OpenCV does the decoding because it keeps 16-bit PNGs 16-bit; it returns BGR, which is flipped
 here and nowhere else.
+
+Raw DP views (phones: one channel, 10-14 bits in a 16-bit container above a black level) map to
+[0, 1] through their black and white levels (`RawLevels`), and an optional flat-field pair removes
+each view's own vignetting (`flat_field_gains`); `DPReader` applies both for the user commands.
 """
 
 import dataclasses
+import json
 import os
 import pathlib
 
@@ -205,3 +210,225 @@ def find_dp_pairs(directory, suffixes=IMAGE_SUFFIXES):
         want = "R" if have == "L" else "L"
         problems.append((views[have], f"missing partner view {stem}_{want}.*"))
   return pairs, problems
+
+
+SIDECAR_NAME = "dp_raw.json"  # {"black_level": 1024, "white_level": 16383} beside a raw pair
+SIDECAR_KEYS = ("black_level", "white_level")
+# Flat-field smoothing, a Gaussian of this share of the longer side: vignetting changes over the
+# frame, noise from pixel to pixel (sigma 5 px averages ~300 px). Wider averages more noise but its
+# reflected borders flatten the steep corners of vignetting more (~1% at 2%).
+FLAT_SIGMA = 0.02
+FLAT_GRID_SIGMA = 4.0  # px: a wide Gaussian runs on a grid coarsened until sigma spans this many cells
+FLAT_MAX_SATURATED = 0.01  # share of a flat field's pixels allowed at the white level
+FLAT_MIN_MEAN = 0.02  # a flat field darker than this (of the level range) is mostly noise
+FLAT_MIN_RESPONSE = 0.1  # a smoothed flat field below this share of its mean is not a uniform surface
+
+
+@dataclasses.dataclass(frozen=True)
+class RawLevels:
+  """Black and white levels of raw sensor values: v -> (v - black) / (white - black) in [0, 1]."""
+  black: float
+  white: float
+
+  def __post_init__(self):
+    for name, value in (("black", self.black), ("white", self.white)):
+      if type(value) not in (int, float) and not isinstance(value, np.number) or not np.isfinite(value):
+        raise ValueError(f"the {name} level must be a finite number, got {value!r}")
+    if self.black < 0:
+      raise ValueError(f"the black level must be >= 0, got {self.black:g}")
+    if self.white <= self.black:
+      raise ValueError(f"the white level ({self.white:g}) must be above the black level ({self.black:g})")
+
+  @classmethod
+  def full_range(cls, pixels):
+    """The levels `to_float` implies: 0 to 2**bits - 1 for integer pixels, 0 to 1 for float."""
+    depth = bit_depth_of(pixels)
+    return cls(0, 1) if depth is None else cls(0, 2**depth - 1)
+
+  def to_unit(self, pixels):
+    return raw_to_unit(pixels, self.black, self.white)
+
+  def from_unit(self, image, dtype):
+    """Float [0, 1] back to rounded `dtype` values between the levels (float dtypes: float32)."""
+    if not np.issubdtype(dtype, np.integer):
+      return np.asarray(image, np.float32)
+    unit = np.clip(np.asarray(image, np.float64), 0.0, 1.0)
+    return np.rint(self.black + unit * (self.white - self.black)).astype(dtype)
+
+
+def raw_to_unit(view, black, white):
+  """Raw values to float32 in [0, 1]: (v - black) / (white - black), clipped."""
+  unit = (np.asarray(view, np.float32) - np.float32(black)) / np.float32(white - black)
+  return np.clip(unit, 0.0, 1.0, out=unit)
+
+
+def find_sidecar(folder, root=None):
+  """The `SIDECAR_NAME` file in `folder`, else in its parents up to `root` (None: `folder` only)."""
+  folder = pathlib.Path(folder).absolute()
+  root = None if root is None else pathlib.Path(root).absolute()
+  while True:
+    if (folder / SIDECAR_NAME).is_file():
+      return folder / SIDECAR_NAME
+    if root is None or folder == root or root not in folder.parents:
+      return None
+    folder = folder.parent
+
+
+def read_sidecar(path):
+  """The levels a sidecar holds: {"black_level": ..., "white_level": ...}, either key may be absent."""
+  try:
+    record = json.loads(pathlib.Path(path).read_text())
+  except (OSError, ValueError) as e:
+    raise ImageError(path, f"unreadable raw-levels file ({e})") from e
+  if not isinstance(record, dict):
+    raise ImageError(path, 'expected a JSON object such as {"black_level": 1024, "white_level": 16383}')
+  if set(record) - set(SIDECAR_KEYS):  # a misspelt key would otherwise be ignored silently
+    raise ImageError(path, f"unknown key(s) {sorted(set(record) - set(SIDECAR_KEYS))}; expected {list(SIDECAR_KEYS)}")
+  return record
+
+
+def raw_levels(folder, black=None, white=None, root=None):
+  """The raw levels of the pair in `folder`: the flags `black`/`white` over the sidecar's values
+  (see `find_sidecar`). None when neither gives any; ImageError when only one level is known or
+  the two are not a valid pair, naming the sidecar (or the flags) and the problem."""
+  sidecar = find_sidecar(folder, root)
+  record = read_sidecar(sidecar) if sidecar else {}
+  levels = dict(zip(SIDECAR_KEYS, (black, white)))
+  from_file = [k for k in SIDECAR_KEYS if levels[k] is None and k in record]
+  levels.update({k: record[k] for k in from_file})
+  if all(v is None for v in levels.values()):
+    return None
+  source = sidecar if from_file else "--black-level/--white-level"
+  missing = [k for k in SIDECAR_KEYS if levels[k] is None]
+  if missing:
+    raise ImageError(source, f"{missing[0]} missing: raw views need both a black and a white level "
+                             f"(--black-level, --white-level, or {SIDECAR_NAME} beside the views)")
+  try:
+    return RawLevels(levels["black_level"], levels["white_level"])
+  except ValueError as e:
+    raise ImageError(source, str(e)) from e
+
+
+def _smooth(image, sigma):
+  """A Gaussian blur (reflected borders) of an (H, W, C) float32 image, on a coarser grid when wide."""
+  height, width, channels = image.shape
+  step = max(1, int(sigma / FLAT_GRID_SIGMA))
+  small = image
+  if step > 1:
+    small = cv2.resize(image, (max(1, round(width / step)), max(1, round(height / step))), interpolation=cv2.INTER_AREA)
+  small = cv2.GaussianBlur(small, (0, 0), sigma * small.shape[1] / width, borderType=cv2.BORDER_REFLECT)
+  if step > 1:
+    small = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+  return small.reshape(height, width, channels)
+
+
+def flat_field_response(flat, black, white, sigma=None):
+  """A flat field's smoothed response in [0, 1] units, (H, W, C) float32.
+
+  flat: a raw capture of a uniform bright surface, (H, W, C); sigma: px (default FLAT_SIGMA of the
+  longer side). ValueError for an over-exposed, dark or far from uniform capture.
+  """
+  flat = np.asarray(flat)
+  flat = flat[:, :, None] if flat.ndim == 2 else flat
+  saturated = float(np.mean(flat >= white))
+  if saturated > FLAT_MAX_SATURATED:
+    raise ValueError(f"over-exposed flat field: {100 * saturated:.0f}% of its pixels at the white level {white:g}")
+  unit = raw_to_unit(flat, black, white)
+  if unit.mean() < FLAT_MIN_MEAN:
+    raise ValueError(f"flat field too dark: its mean is {100 * unit.mean():.1f}% of the level range "
+                     f"(need a bright uniform surface above the black level {black:g})")
+  sigma = FLAT_SIGMA * max(flat.shape[:2]) if sigma is None else sigma
+  response = _smooth(np.ascontiguousarray(unit), sigma)
+  if response.min() < FLAT_MIN_RESPONSE * response.mean():
+    raise ValueError(f"flat field not uniform: it falls to {100 * response.min() / response.mean():.0f}% "
+                     "of its mean (need a uniform bright surface filling the frame)")
+  return response
+
+
+def flat_field_gains(flat_left, flat_right, black, white, sigma=None):
+  """Per-view gains removing each view's vignetting: corrected = view * gain (float32, (H, W, C)).
+
+  gain = m / (the view's smoothed flat field), m the mean over both flat fields: each view is
+  divided by its own mean-normalised flat, and a brightness difference between the views goes too.
+  """
+  return _gains(*(flat_field_response(f, black, white, sigma) for f in (flat_left, flat_right)))
+
+
+def _gains(response_left, response_right):
+  mean = np.float32((response_left.mean() + response_right.mean()) / 2)
+  return mean / response_left, mean / response_right
+
+
+@dataclasses.dataclass(frozen=True)
+class DPViews:
+  """A DP pair as a command uses it: the views, and how its files encode pixels (for outputs)."""
+  left: np.ndarray  # integer pixels as read; float32 in [0, 1] once levels or a flat field applied
+  right: np.ndarray
+  levels: RawLevels | None  # the levels applied (None: the views are as read)
+  dtype: np.dtype  # the files' pixel type
+
+  def encode(self, image):
+    """A float [0, 1] image in the files' encoding: their levels and pixel type (float: float32)."""
+    return (self.levels or RawLevels.full_range(np.empty(0, self.dtype))).from_unit(image, self.dtype)
+
+
+class DPReader:
+  """Reads DP pairs for the user commands, applying raw levels and a flat-field pair when given.
+
+  black_level, white_level: raw levels (None: from the SIDECAR_NAME file beside each pair, found up
+  to `root`); with neither, pairs are read as ordinary images. flat_left, flat_right: captures of a
+  uniform bright surface with the views' levels, each view divided by its own smoothed flat field.
+  """
+
+  def __init__(self, black_level=None, white_level=None, flat_left=None, flat_right=None, root=None):
+    if (flat_left is None) != (flat_right is None):
+      raise ValueError("give both --flat-field-left and --flat-field-right (one flat field per view)")
+    self.black_level, self.white_level, self.root = black_level, white_level, root
+    self.flats = None if flat_left is None else (pathlib.Path(flat_left), pathlib.Path(flat_right))
+    self._gains = {}  # per (levels, shape, pixel type): a folder run computes them once
+
+  def read(self, left_path, right_path):
+    """The pair's `DPViews`; ImageError (naming the file) for a bad view, sidecar or flat field."""
+    left, right = read_dp_pair(left_path, right_path)
+    levels = raw_levels(pathlib.Path(left_path).parent, self.black_level, self.white_level, self.root)
+    if levels is None and self.flats is None:
+      return DPViews(left, right, None, left.dtype)
+    if levels is not None:
+      for path, view in ((left_path, left), (right_path, right)):
+        _check_raw(path, view, levels)
+    applied, dtype = levels or RawLevels.full_range(left), left.dtype
+    left, right = applied.to_unit(left), applied.to_unit(right)
+    if self.flats is not None:
+      gains = self._flat_gains(applied, left.shape, dtype, raw=levels is not None)
+      left, right = (np.clip(v * g, 0.0, 1.0, out=v) for v, g in zip((left, right), gains))
+    return DPViews(left, right, applied, dtype)
+
+  def _flat_gains(self, levels, shape, dtype, raw):
+    key = (levels, shape, dtype)
+    if key not in self._gains:
+      responses = []
+      for path in self.flats:
+        flat = read_image(path)
+        if flat.shape[:2] != shape[:2] or flat.shape[2] not in (1, shape[2]):
+          raise ImageError(path, f"flat field of shape {flat.shape} does not fit views of shape {shape}")
+        if flat.dtype != dtype:
+          raise ImageError(path, f"flat field pixels are {flat.dtype}, the views' {dtype}")
+        if raw:
+          _check_raw(path, flat, levels)
+        try:
+          responses.append(flat_field_response(flat, levels.black, levels.white))
+        except ValueError as e:
+          raise ImageError(path, str(e)) from e
+      self._gains[key] = _gains(*responses)
+    return self._gains[key]
+
+
+def _check_raw(path, pixels, levels):
+  """Raw levels fit integer pixels of the file's bit depth, and the file is not all black."""
+  depth = bit_depth_of(pixels)
+  if depth is None:
+    raise ImageError(path, "raw levels apply to integer pixels (8- or 16-bit images), not float arrays")
+  if levels.white > 2**depth - 1:
+    raise ImageError(path, f"white level {levels.white:g} above the largest {depth}-bit value {2**depth - 1}")
+  if pixels.max() <= levels.black:
+    raise ImageError(path, f"every pixel is at or below the black level {levels.black:g}")

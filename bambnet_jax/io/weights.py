@@ -60,9 +60,9 @@ def load_weights(directory, expected_net=None):
     net = meta["net"]
     if expected_net is not None and net != expected_net:
       raise WeightsError(f"{directory}: holds the {net!r} network, but the {expected_net!r} network is needed")
-    if meta["model"].get("kernel_layout") != KERNEL_LAYOUT:
-      raise WeightsError(f"{directory}: kernels stored in the older HWIO layout; convert the source "
-                         "checkpoint again (bambnet convert-torch) or retrain")
+    if meta["model"].get("kernel_layout") != KERNEL_LAYOUT or "conv_gradients" not in meta["model"]:
+      raise WeightsError(f"{directory}: written by an older bambnet-jax (HWIO kernels or old model "
+                         "fields); convert the source checkpoint again (bambnet convert-torch) or retrain")
     params = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore()))["params"]
   config = ml_collections.ConfigDict(meta["model"] | {"branch_capacities": tuple(meta["model"]["branch_capacities"])})
   return params, net, config

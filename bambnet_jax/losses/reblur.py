@@ -158,7 +158,7 @@ def reblur_loss_from_responses(responses, coc, tv_weight=0.0, border=0):
   tv_weight: a float or a traced scalar (see `tv_weight_at`).
   border: px along each edge left out of the mean (0: every pixel, the paper's loss). The kernel
     responses are zero-padded, so near an image's (or a training crop's) edge the residual is
-    smallest at the wrong COC (experiments/coc_crop_borders.py); TV still covers every pixel.
+    smallest at the wrong COC (experiments/RESULTS.md); TV still covers every pixel.
   """
   residual = smooth3x3(blend_responses(responses, coc))
   if border:

@@ -4,13 +4,11 @@ The U-Net-like branches halve the resolution after stages 1-4 and double it afte
 so o8 is at full resolution again; the FCN-like branch keeps full resolution throughout.
 """
 
-import functools
 from typing import Sequence
 
 import flax.linen as nn
 
 from bambnet_jax.models import blocks
-from bambnet_jax.models import fused_branches
 from bambnet_jax.models import wiring
 
 
@@ -64,7 +62,6 @@ class MultiBranchBody(nn.Module):
   branch_capacities: Sequence[int] = (1, 4, 7, 10)
   reduction: int = 16
   spec: blocks.ConvSpec = blocks.ConvSpec()
-  fuse_branches: bool = False  # the U-Net-like branches' convs as grouped convs (fused_branches.py)
 
   @nn.compact
   def __call__(self, dp_views, gates=None, separate=False):
@@ -72,32 +69,17 @@ class MultiBranchBody(nn.Module):
 
     With `separate`, returns (F_enc, [o8_i]) instead of the merge, for evaluating each branch alone.
     """
-    features = nn.relu(blocks.Conv3x3(self.width, self.spec.full_resolution(), name="head")(dp_views))
+    features = nn.relu(blocks.Conv3x3(self.width, self.spec, name="head")(dp_views))
     pyramid = wiring.average_pyramid(features)
     # Each branch and the merge take F_enc through a gradient fence of their own, so that the
     # gradients of F_enc's ~15 uses are summed by one XLA fusion; otherwise XLA's conv fusion
-    # fuses that whole sum into one convolution's epilogue (1.5 ms on an H100, experiments/PERF.md).
-    # (The fused schedule, off by default, takes the unfenced pyramid as before.)
-    fenced_pyramid = lambda: [blocks.gradient_fence(features)] + pyramid[1:]
-    outputs = [None] * len(self.branch_capacities)
-    fused = []  # (index, RCABs per group, parameters) of the U-Net-like branches run together
+    # fuses that whole sum into one convolution's epilogue (experiments/PERF.md).
+    outputs = []
     for i, capacity in enumerate(self.branch_capacities):
       n = blocks_per_group(capacity)
-      if n == 0:
-        outputs[i] = FCNBranch(self.spec, name=f"branch_{i}")(fenced_pyramid())
-        continue
-      make = functools.partial(UNetBranch, n, self.reduction, self.spec)
-      if self.fuse_branches:
-        # The branch's own parameter tree, under its own name, computed by the fused schedule.
-        init = lambda rng, make=make: make(parent=None).init(rng, pyramid)["params"]
-        fused.append((i, n, self.param(f"branch_{i}", init)))
-      else:
-        outputs[i] = make(name=f"branch_{i}")(fenced_pyramid())
-    if fused:
-      fused_outputs = fused_branches.fused_unet_branches([p for _, _, p in fused], [n for _, n, _ in fused],
-                                                         pyramid, self.reduction, self.spec)
-      for (i, _, _), out in zip(fused, fused_outputs):
-        outputs[i] = out
+      branch = FCNBranch(self.spec, name=f"branch_{i}") if n == 0 else UNetBranch(
+          n, self.reduction, self.spec, name=f"branch_{i}")
+      outputs.append(branch([blocks.gradient_fence(features)] + pyramid[1:]))
     merged = blocks.gradient_fence(features)
     for i, out in enumerate(outputs):
       if gates is not None:

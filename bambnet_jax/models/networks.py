@@ -18,7 +18,6 @@ import ml_collections
 
 from bambnet_jax.models import blocks
 from bambnet_jax.models import branches
-from bambnet_jax.models import convolution
 from bambnet_jax.models import padding
 
 NET_KINDS = ("deblur", "coc")
@@ -29,12 +28,7 @@ NET_KINDS = ("deblur", "coc")
 _tail = functools.partial(blocks.Conv3x3, 3, kernel_init=nn.initializers.zeros, name="tail")
 
 
-CONV_FUSION_MODES = ("auto", "on", "off")
-CONV_FUSION_OPTION = "xla_gpu_experimental_enable_conv_fusion"
-
-
-def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", matmul_conv_below=0,
-                 fuse_branches=False, conv_fusion="off", kernel_layout="OHWI", conv_gradients="auto"):
+def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", conv_gradients="auto"):
   """The network fields of a config; the defaults are the paper's model (4,497,731 parameters)."""
   config = ml_collections.ConfigDict()
   config.width = width  # feature channels everywhere in the body
@@ -42,46 +36,10 @@ def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", mat
   config.attention_reduction = 16  # channel attention squeezes width -> width / 16
   config.coc_clamp = 24.0  # the COC net's output range [-24, 24] px
   config.dtype = dtype  # compute dtype: "float32" or "bfloat16" (parameters stay float32)
-  # Branch 3x3 convs on feature maps under this many pixels run as im2col matmuls (blocks.Conv3x3);
-  # the same function and parameters, only faster or slower: 0 = cuDNN everywhere.
-  config.matmul_conv_below = matmul_conv_below
-  # True: the U-Net-like branches' convs of a stage step as one grouped conv (fused_branches.py);
-  # the same function and parameters, fewer kernel launches.
-  config.fuse_branches = fuse_branches
-  # How XLA compiles the training steps' convolutions (`compiler_options`): "on" = as cuDNN fusions
-  # with their elementwise neighbours, "off" = plain cuDNN calls, "auto" (older configs) = off.
-  config.conv_fusion = conv_fusion
-  # How conv kernels are stored (blocks.KERNEL_LAYOUTS): "OHWI" as cuDNN reads them, so a training
-  # step updates them in place instead of transposing each into and out of cuDNN's layout; "HWIO"
-  # (Flax's convention) in weights written before this field existed. Same function either way.
-  config.kernel_layout = kernel_layout
-  # How float32 3x3 convs compute their input and weight gradients (models/convolution.py):
-  # "auto" = from scaled float16 operands on a GPU (TF32's significand at twice its rate or more),
-  # natively elsewhere; "native" (configs older than the field) or "float16" force one.
+  # How float32 3x3 convs compute their input and weight gradients (docs/conv_gradients.md):
+  # "auto" = from scaled float16 operands on a GPU, natively elsewhere; "native" or "float16" force one.
   config.conv_gradients = conv_gradients
   return config
-
-
-def kernel_layout(config):
-  """The kernel layout of a model config's parameters; HWIO for configs older than the field."""
-  return config.get("kernel_layout", "HWIO")
-
-
-def compiler_options(config):
-  """XLA options for jitting a train step of the net that a model config describes.
-
-  With conv fusion (XLA's experimental `ConvFusionRewriter`, `model.conv_fusion="on"`) each
-  convolution becomes a cuDNN graph with its bias, activation and gradient epilogues, recorded
-  into CUDA graphs with the rest of the step. It cut the bfloat16 step's host launch while the
-  train state was ~1,350 arrays (session 4); with the flat state it no longer pays (H100, bf16
-  step at batch 2: 18.89 ms pipelined with it, 18.86 without), and one process driving two GPUs
-  crashes with it (experiments/PERF.md, session 6). So "auto" (the default of configs written
-  before session 6) now means off too. The function is the same up to rounding. Ignored off GPU.
-  """
-  mode = config.get("conv_fusion", "off")
-  if mode not in CONV_FUSION_MODES:
-    raise ValueError(f"model.conv_fusion={mode!r}; expected one of {CONV_FUSION_MODES}")
-  return {CONV_FUSION_OPTION: True} if mode == "on" else {}
 
 
 class DeblurNet(nn.Module):
@@ -90,7 +48,6 @@ class DeblurNet(nn.Module):
   branch_capacities: Sequence[int] = (1, 4, 7, 10)
   reduction: int = 16
   spec: blocks.ConvSpec = blocks.ConvSpec()  # how the convolutions compute (`conv_spec`)
-  fuse_branches: bool = False
 
   @nn.compact
   def __call__(self, dp_views, gates=None, each_branch_alone=False):
@@ -103,9 +60,8 @@ class DeblurNet(nn.Module):
     if gates is not None and gates.shape[-1] != len(self.branch_capacities):
       raise ValueError(f"gates have {gates.shape[-1]} channels, the net has {len(self.branch_capacities)} branches")
     (dp_views, gates), crop = padding.pad_to_multiple((dp_views, gates), 16)
-    body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.spec,
-                                    self.fuse_branches, name="body")
-    tail = _tail(self.spec.full_resolution())
+    body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.spec, name="body")
+    tail = _tail(self.spec)
     restore = lambda z: crop(nn.sigmoid(tail(z).astype(jnp.float32)))
     dp_views = dp_views.astype(self.spec.dtype)
     if each_branch_alone:
@@ -121,33 +77,26 @@ class COCNet(nn.Module):
   reduction: int = 16
   clamp: float = 24.0
   spec: blocks.ConvSpec = blocks.ConvSpec()  # how the convolutions compute (`conv_spec`)
-  fuse_branches: bool = False
 
   @nn.compact
   def __call__(self, dp_views):
     """dp_views: (N, H, W, 6). Returns the signed COC radius per colour channel (N, H, W, 3), px."""
     (dp_views,), crop = padding.pad_to_multiple((dp_views,), 16)
-    body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.spec,
-                                    self.fuse_branches, name="body")
+    body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.spec, name="body")
     z = body(dp_views.astype(self.spec.dtype))
-    out = _tail(self.spec.full_resolution())(z)
+    out = _tail(self.spec)(z)
     return crop(jnp.clip(out.astype(jnp.float32), -self.clamp, self.clamp))
 
 
 def conv_spec(config):
   """How the convolutions of the net a model config describes compute (`blocks.ConvSpec`)."""
-  # Configs written before the field was renamed call it weight_gradient.
-  mode = config.get("conv_gradients", config.get("weight_gradient", "native"))
-  conv_gradients = convolution.resolve_conv_gradients(mode, config.dtype, jax.default_backend())
-  return blocks.ConvSpec(dtype=config.dtype, matmul_below=config.get("matmul_conv_below", 0),
-                         kernel_layout=kernel_layout(config), conv_gradients=conv_gradients)
+  return blocks.ConvSpec(dtype=config.dtype, conv_gradients=config.conv_gradients)
 
 
 def build(net, config):
   """The `net` ("deblur" or "coc") described by a model config (see `model_config`)."""
   common = dict(width=config.width, branch_capacities=tuple(config.branch_capacities),
-                reduction=config.attention_reduction, spec=conv_spec(config),
-                fuse_branches=config.get("fuse_branches", False))
+                reduction=config.attention_reduction, spec=conv_spec(config))
   if net == "deblur":
     return DeblurNet(**common)
   if net == "coc":

@@ -4,8 +4,7 @@ Every branch has 8 stages fed the same way (o_s is stage s's output, A(o) is the
 F_enc average-pooled to o's size):
   s1: F_enc;  s2..s5: A(o_{s-1}) + o_{s-1};  s6: A(o5)+o5+o3;  s7: A(o6)+o6+o2;  s8: A(o7)+o7+o1.
 The U-Net-like branches halve the resolution after stages 1-4 and double it after stages 5-8,
-so o8 is at full resolution again. Used by the branch modules (branches.py) and by the fused
-schedule of the U-Net-like branches (fused_branches.py).
+so o8 is at full resolution again. Used by the branch modules (branches.py).
 """
 
 import jax.numpy as jnp

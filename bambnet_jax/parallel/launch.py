@@ -1,8 +1,7 @@
 """One host, one process per GPU: runs N commands as the processes of one jax.distributed run.
 
 One process driving every local GPU launches all their kernels from one host thread; for a
-launch-bound step that costs scaling (two H200s: 1.75x from one process, 1.91x from one process
-per GPU, experiments/PERF.md). `run_processes` starts the commands, passes process 0's output
+launch-bound step that costs scaling (experiments/PERF.md). `run_processes` starts the commands, passes process 0's output
 through, keeps the others' in logs shown only on failure, and stops them all together when one
 fails, the time runs out or this process is interrupted.
 """

@@ -9,7 +9,7 @@ its process id), then each process feeds only its own shard of every global batc
       parallel.coordinator=host0:12345 parallel.num_processes=2 parallel.process_id=I
 
 One host, one process per GPU: each GPU gets its own launching thread, which a launch-bound step
-needs to scale (two H200s: 1.75x from one process, 1.91x from one per GPU, experiments/PERF.md).
+needs to scale (experiments/PERF.md).
 Process i owns only GPU i through `local_device_ids`; `bambnet train --local-processes 2`
 (parallel/launch.py) starts them, which is the same as:
 
@@ -20,6 +20,7 @@ Process i owns only GPU i through `local_device_ids`; `bambnet train --local-pro
 """
 
 import json
+import os
 
 import jax
 import numpy as np
@@ -52,6 +53,18 @@ def device_id_list(ids):
   if isinstance(ids, str):
     return [int(i) for i in ids.split(",") if i.strip()]
   return [int(i) for i in ids]
+
+
+def device_report():
+  """One line naming the devices JAX computes on; a second, plainly, when an NVIDIA GPU is present
+  but JAX cannot use it (a CPU-only jax installed)."""
+  devices = jax.devices()
+  kinds = sorted({d.device_kind for d in devices})
+  line = f"running on {len(devices)} {jax.default_backend().upper()} device(s): {', '.join(kinds)}"
+  if jax.default_backend() == "cpu" and os.path.exists("/proc/driver/nvidia/version"):
+    line += ("\nan NVIDIA GPU is present but JAX cannot use it: install JAX's CUDA build "
+             "(README, 'GPU install') or check that the CUDA plugin matches the driver")
+  return line
 
 
 def make_mesh(devices=None):

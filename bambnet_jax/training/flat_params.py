@@ -3,9 +3,8 @@
 Why one vector: the net has ~450 parameter arrays, and the train state (parameters and two Adam
 moments) ~1,350. The host then spends most of a step's launch handling arrays one by one, and
 the GPU runs one tiny Adam kernel per array. As one vector, Adam is one kernel, the gradient
-norm one reduction and the data-parallel gradient sum one all-reduce: on an H100, together with
-kernels stored OHWI, the bfloat16 deblurring step went from 21.7 to 18.9 ms pipelined and its
-launch from 7.5 to 1.4 ms (experiments/PERF.md, session 6). The model still sees the tree:
+norm one reduction and the data-parallel gradient sum one all-reduce (experiments/PERF.md has the
+step times). The model still sees the tree:
 `tree()` splits the vector (inside jit, XLA folds the pieces into the ops that read them).
 """
 

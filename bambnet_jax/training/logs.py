@@ -56,6 +56,12 @@ class StageLogger:
       self._writer.close()
       self._jsonl.close()
 
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
 
 def check_finite(metrics, stage, step):
   """Stops training at a NaN or Inf loss, naming the stage and step."""

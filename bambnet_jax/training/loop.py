@@ -6,7 +6,7 @@ checkpoint step, where they are fetched together, checked for NaN/Inf and writte
 
 import base64
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -39,20 +39,19 @@ def _mean_metrics(pending):
   return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
 
 
-def run_steps(state, *, choose_step: Callable[[int], Callable], batches, end_step: int,
-              settings: LoopSettings, checkpoints: stage_checkpoints.StageCheckpoints,
-              logger: logs.StageLogger, extra: Callable[[], dict[str, Any]],
-              save_at_end=True):
-  """Runs steps state.step .. end_step - 1; returns the state (checkpointed at `end_step`).
+def run_steps(state, step_fn, batches, end_step, *, settings: LoopSettings,
+              checkpoints: stage_checkpoints.StageCheckpoints, logger: logs.StageLogger,
+              extra_state: dict[str, Any], save_at_end=True):
+  """Runs `step_fn` for steps state.step .. end_step - 1; returns the state.
 
-  `choose_step(step)` gives the jitted step function for a step (so a stage can switch, e.g.
-  from annealed masks to none, without a recompile per step); `extra()` gives the JSON-able
-  extra checkpoint content besides the data position.
+  Checkpoints every `settings.checkpoint_every` steps and at `end_step` (with `save_at_end`),
+  storing `extra_state` (JSON-able; read at each save, so a caller may update it between calls)
+  and the data position beside the state.
   """
   step = int(jax.device_get(state.step))
   pending = []
   while step < end_step:
-    state, metrics = choose_step(step)(state, next(batches))
+    state, metrics = step_fn(state, next(batches))
     pending.append(metrics)
     step += 1
     is_last = step == end_step
@@ -66,5 +65,5 @@ def run_steps(state, *, choose_step: Callable[[int], Callable], batches, end_ste
         logs.check_finite(summary, settings.stage, step)
       logger.write(step, summary)
     if save:
-      checkpoints.save(step, state, extra() | {"data": encode_data_state(batches.get_state())})
+      checkpoints.save(step, state, extra_state | {"data": encode_data_state(batches.get_state())})
   return state

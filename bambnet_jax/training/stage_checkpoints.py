@@ -1,8 +1,8 @@
 """Checkpoints of a training workdir, and the record of which stages are finished.
 
-Resume order (`pipeline.train_and_evaluate`): read `progress.json` -> skip finished stages ->
+Resume order (`training.train.train`): read `progress.json` -> skip finished stages ->
 for the current stage, restore the latest complete checkpoint (train state: step, parameters,
-optimizer state, guidance; extra: data position, thresholds, search history) -> continue.
+optimizer state, mask inputs; extra: data position, bin edges, search history) -> continue.
 Orbax finalises a checkpoint by an atomic rename and `progress.json` is replaced atomically, so
 a process killed at any moment leaves the previous complete state behind.
 """
@@ -17,9 +17,9 @@ import orbax.checkpoint as ocp
 from bambnet_jax.io import files
 
 STAGES = ("coc", "search", "deblur", "eval")
-# How the train state is laid out in a checkpoint. 2: parameters and Adam moments as single
-# vectors (training/flat_params.py); checkpoints without the tag hold them as trees (format 1).
-STATE_FORMAT = 2
+# How the train state is laid out in a checkpoint: parameters and Adam moments as single vectors
+# (training/flat_params.py), the frozen COC net and thresholds under `mask_inputs`.
+STATE_FORMAT = 3
 
 
 class CheckpointError(ValueError):
@@ -54,8 +54,8 @@ class StageCheckpoints:
     found = extra.get("state_format", 1)
     if found != STATE_FORMAT:
       raise CheckpointError(
-          f"{self.directory}/{step}: train state in format {found}, this version reads format {STATE_FORMAT} "
-          "(parameters as one vector since format 2); resume it with the version that wrote it, or "
+          f"{self.directory}/{step}: train state in format {found}, this version reads format {STATE_FORMAT}; "
+          "resume it with the version that wrote it, or "
           "delete the stage's checkpoints directory to restart the stage")
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target_state)
     state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
@@ -63,6 +63,12 @@ class StageCheckpoints:
 
   def close(self):
     self._manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
 
 
 class Progress:

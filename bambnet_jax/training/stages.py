@@ -15,18 +15,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bambnet_jax.io import weights as weights_io
 from bambnet_jax.data import pipeline
+from bambnet_jax.io import weights as weights_io
 from bambnet_jax.models import networks
-from bambnet_jax.training import stage_checkpoints
+from bambnet_jax.parallel import sharding
 from bambnet_jax.training import logs
 from bambnet_jax.training import loop
-from bambnet_jax.parallel import sharding
+from bambnet_jax.training import stage_checkpoints
 from bambnet_jax.training import steps
 from bambnet_jax.training import thresholds as threshold_search
 
 # Distinct streams of one seed: parameter init of each net, and each stage's data order.
 _COC_STREAM, _DEBLUR_STREAM, _SEARCH_DATA, _DEBLUR_DATA = 1, 2, 3, 4
+# The fine |COC| grid (px) whose pixel quantiles place the search's bins.
+_FINE_BIN_WIDTH = 0.05
 
 
 @dataclasses.dataclass
@@ -34,7 +36,7 @@ class Context:
   config: Any
   workdir: pathlib.Path
   mesh: Any
-  data: Any  # datasets.DataSources
+  data: Any  # data.datasets.DataSources
 
   def key(self, stream):
     return jax.random.fold_in(jax.random.key(self.config.seed), stream)
@@ -44,13 +46,33 @@ class Context:
                              self.config.skip_nonfinite)
 
 
-def _restore_or_start(ckpts, state, batches):
-  """Restores state and data position from the stage's latest checkpoint, if any."""
-  if ckpts.latest_step() is None:
-    return state, {}
-  state, extra = ckpts.restore(state)
-  batches.set_state(loop.decode_data_state(extra["data"]))
-  return state, extra
+@dataclasses.dataclass
+class Stage:
+  """A stage's train state on the mesh, its batches, checkpoints and restored extra state."""
+  name: str
+  state: Any
+  batches: Any
+  checkpoints: stage_checkpoints.StageCheckpoints
+  extra_state: dict
+
+
+def _start_stage(ctx, name, params, optimizer, *, keys, batch_size, data_seed, inputs_of_masks=None,
+                 crop_size=None):
+  """A stage's state from `params`, or from its latest checkpoint (state and data position)."""
+  state = steps.create_state(params, optimizer, inputs_of_masks)
+  batches = ctx.data.train_batches(keys, batch_size, seed=data_seed, crop_size=crop_size)
+  checkpoints = stage_checkpoints.StageCheckpoints(ctx.workdir, name)
+  extra_state = {}
+  if checkpoints.latest_step() is not None:
+    state, extra_state = checkpoints.restore(state)
+    batches.set_state(loop.decode_data_state(extra_state.pop("data")))
+  return Stage(name, sharding.put_replicated(state, ctx.mesh), batches, checkpoints, extra_state)
+
+
+def _run(ctx, stage, step_fn, end_step, logger, save_at_end=True):
+  stage.state = loop.run_steps(stage.state, step_fn, stage.batches, end_step, settings=ctx.settings(stage.name),
+                               checkpoints=stage.checkpoints, logger=logger, extra_state=stage.extra_state,
+                               save_at_end=save_at_end)
 
 
 def _export_weights(ctx, stage, params, net):
@@ -62,159 +84,195 @@ def _export_weights(ctx, stage, params, net):
   return directory
 
 
+def _halving(learning_rate, every):
+  if not every:
+    return learning_rate
+  return optax.exponential_decay(learning_rate, transition_steps=every, decay_rate=0.5, staircase=True)
+
+
 def coc_stage_model_config(config):
   """The model config the COC stage trains with: `coc.dtype`, when set, overrides the compute dtype.
 
   Only the compute dtype changes (parameters stay float32), so the weights load into either.
   """
   model_config = config.model
-  if config.coc.get("dtype"):
+  if config.coc.dtype:
     model_config = model_config.copy_and_resolve_references()
     model_config.dtype = config.coc.dtype
   return model_config
 
 
+class COCStageFailed(RuntimeError):
+  """The COC net collapsed: its output sits at the clamp, and masks read from it mean nothing."""
+
+
+def coc_optimizer(cfg):
+  """Adam (0.9, 0.999) as the paper, after a linear warm-up and with the global gradient norm
+  clipped: the reblur loss's gradients are large early on, and an unclipped start can throw the
+  net to the clamp, where no gradient flows back (0 disables either)."""
+  after = _halving(cfg.learning_rate, cfg.lr_halve_every)
+  schedule = after
+  if cfg.warmup_steps:
+    # join_schedules hands the second schedule steps counted from the boundary: the halving counts
+    # from the start of training.
+    schedule = optax.join_schedules([optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps),
+                                     lambda step: _at(after, step + cfg.warmup_steps)], [cfg.warmup_steps])
+  adam = optax.adam(schedule, b1=0.9, b2=0.999)
+  return optax.chain(optax.clip_by_global_norm(cfg.clip_grad_norm), adam) if cfg.clip_grad_norm else adam
+
+
+def _at(schedule, step):
+  return schedule(step) if callable(schedule) else schedule
+
+
+def check_coc_net(ctx, params, max_share=0.5):
+  """Raises COCStageFailed if the COC net's output sits at the clamp on most meta-set values."""
+  coc_model = networks.build("coc", ctx.config.model)
+  count = jax.jit(lambda p, b: steps.coc_clamp_step(p, b, coc_model=coc_model), compiler_options=steps.step_options())
+  on_mesh = sharding.put_replicated(params, ctx.mesh)
+  at_clamp, total = _meta_sums(ctx, lambda batch: count(on_mesh, batch))
+  share = float(at_clamp / max(total, 1.0))
+  if share > max_share:
+    raise COCStageFailed(
+        f"the COC stage failed: its net outputs the +-{ctx.config.model.coc_clamp:g} px clamp on {share:.0%} of "
+        f"the meta set's pixels ({ctx.workdir / 'coc'}); retrain it with a lower coc.learning_rate, or a "
+        "longer coc.warmup_steps (delete the coc folder and progress.json's coc entry first)")
+  return share
+
+
 def train_coc(ctx):
   """Stage 1. Returns the trained COC net's parameters."""
   cfg = ctx.config.coc
-  model_config = coc_stage_model_config(ctx.config)
-  model = networks.build("coc", model_config)
-  learning_rate = cfg.learning_rate
-  if cfg.lr_halve_every:
-    learning_rate = optax.exponential_decay(cfg.learning_rate, transition_steps=cfg.lr_halve_every,
-                                            decay_rate=0.5, staircase=True)
-  optimizer = optax.adam(learning_rate, b1=0.9, b2=0.999)
-  state = steps.create_state(networks.init_params("coc", ctx.config.model, ctx.key(_COC_STREAM)), optimizer)
-  batches = ctx.data.train_batches(pipeline.COC_STAGE_KEYS, cfg.batch_size, seed=ctx.config.seed,
-                                   crop_size=cfg.get("crop_size"))
-  ckpts = stage_checkpoints.StageCheckpoints(ctx.workdir, "coc")
-  state, _ = _restore_or_start(ckpts, state, batches)
-  state = sharding.put_replicated(state, ctx.mesh)
+  optimizer = coc_optimizer(cfg)
+  stage = _start_stage(ctx, "coc", networks.init_params("coc", ctx.config.model, ctx.key(_COC_STREAM)), optimizer,
+                       keys=pipeline.COC_STAGE_KEYS, batch_size=cfg.batch_size, data_seed=ctx.config.seed,
+                       crop_size=cfg.crop_size)
   step_fn = steps.jit_train_step(steps.coc_train_step, ctx.mesh,
-                                 compiler_options=networks.compiler_options(model_config),
-                                 model=model, optimizer=optimizer,
-                                 tv_start=cfg.tv_start, tv_weight=cfg.tv_weight, loss_border=cfg.loss_border,
-                                 skip_nonfinite=ctx.config.skip_nonfinite)
-  return _train_and_export(ctx, "coc", state, lambda _: step_fn, batches, ckpts, cfg.num_steps)
-
-
-def _train_and_export(ctx, stage, state, choose_step, batches, ckpts, num_steps):
-  """Runs a stage's steps to `num_steps`, then exports its weights; returns the parameters."""
-  logger = logs.StageLogger(ctx.workdir, stage, num_steps, int(state.step))
-  try:
-    state = loop.run_steps(state, choose_step=choose_step, batches=batches, end_step=num_steps,
-                           settings=ctx.settings(stage), checkpoints=ckpts, logger=logger, extra=dict)
-  finally:
-    logger.close()
-    ckpts.close()
-  params = jax.device_get(state.params).tree()
-  _export_weights(ctx, stage, params, stage)
+                                 model=networks.build("coc", coc_stage_model_config(ctx.config)),
+                                 optimizer=optimizer, tv_start=cfg.tv_start, tv_weight=cfg.tv_weight,
+                                 loss_border=cfg.loss_border, skip_nonfinite=ctx.config.skip_nonfinite)
+  with logs.StageLogger(ctx.workdir, "coc", cfg.num_steps, int(stage.state.step)) as logger, stage.checkpoints:
+    _run(ctx, stage, step_fn, cfg.num_steps, logger)
+  params = jax.device_get(stage.state.params).tree()
+  check_coc_net(ctx, params)
+  _export_weights(ctx, "coc", params, "coc")
   return params
 
 
-def _deblur_models(ctx):
-  return networks.build("deblur", ctx.config.model), networks.build("coc", ctx.config.model)
-
-
-def _guidance(coc_params, thresholds):
-  return {"coc_params": coc_params, "thresholds": jnp.asarray(thresholds, jnp.float32)}
-
-
-def meta_branch_errors(ctx, params, guidance, error_fn):
-  """Sums the per-(branch, bin) errors of each branch alone over the meta set."""
-  errors = counts = None
+def _meta_sums(ctx, step_fn):
+  """Sums step_fn(batch) (arrays or tuples of arrays) over the meta set, as float64 NumPy."""
+  total = None
   for batch in ctx.data.meta_batches(ctx.config.search.batch_size):
-    e, c = error_fn(params, guidance, batch)
-    errors, counts = (e, c) if errors is None else (errors + e, counts + c)
-  return np.asarray(jax.device_get(errors), np.float64), np.asarray(jax.device_get(counts), np.float64)
+    out = step_fn(batch)
+    total = out if total is None else jax.tree_util.tree_map(jnp.add, total, out)
+  return jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x), np.float64), total)
+
+
+def _search_grid(ctx, coc_model, flat_coc_params):
+  """(bin edges, initial thresholds) of the search.
+
+  The paper's rule: a uniform `bin_width` grid over [0, max_coc] and equally spaced thresholds.
+  Otherwise bins and start follow the |COC| pixel quantiles of the meta set, so that every branch
+  has pixels from the first round on even where the data's COC stays small.
+  """
+  cfg = ctx.config.search
+  num_branches = len(ctx.config.model.branch_capacities)
+  if cfg.paper_rule:
+    return threshold_search.bin_edges(cfg.max_coc, cfg.bin_width), threshold_search.uniform_thresholds(
+        num_branches, cfg.max_coc)
+  fine = threshold_search.bin_edges(cfg.max_coc, _FINE_BIN_WIDTH)
+  histogram = jax.jit(lambda p, b, e: steps.blur_histogram_step(p, b, e, coc_model=coc_model),
+                      compiler_options=steps.step_options())
+  fine_edges = jnp.asarray(fine, jnp.float32)
+  counts = _meta_sums(ctx, lambda batch: histogram(flat_coc_params, batch, fine_edges))
+  edges = threshold_search.quantile_edges(counts, fine, cfg.num_bins, cfg.max_coc)
+  return edges, threshold_search.initial_thresholds(counts, fine, num_branches)
 
 
 def search_thresholds(ctx, coc_params):
   """Stage 2 (Algorithm 1). Returns (thresholds r_1..r_{M+1}, history, trained params or None)."""
   cfg = ctx.config.search
-  num_branches = len(ctx.config.model.branch_capacities)
   if not cfg.enabled:
     return [float(r) for r in cfg.fixed_thresholds], [], None
-  model, coc_model = _deblur_models(ctx)
+  model, coc_model = networks.build("deblur", ctx.config.model), networks.build("coc", ctx.config.model)
   optimizer = optax.adam(cfg.learning_rate)
-  start = threshold_search.uniform_thresholds(num_branches, cfg.max_coc)
+  min_share = 0.0 if cfg.paper_rule else cfg.min_branch_share
+  num_branches = len(ctx.config.model.branch_capacities)
   params = networks.init_params("deblur", ctx.config.model, ctx.key(_DEBLUR_STREAM))
-  state = steps.create_state(params, optimizer, _guidance(coc_params, start))
-  batches = ctx.data.train_batches(pipeline.DEBLUR_STAGE_KEYS, cfg.batch_size, seed=ctx.config.seed + _SEARCH_DATA)
-  ckpts = stage_checkpoints.StageCheckpoints(ctx.workdir, "search")
-  state, extra = _restore_or_start(ckpts, state, batches)
-  history = extra.get("history", [])
-  state = sharding.put_replicated(state, ctx.mesh)
-  train_fn = steps.jit_train_step(steps.deblur_train_step, ctx.mesh,
-                                  compiler_options=networks.compiler_options(ctx.config.model),
-                                  model=model, coc_model=coc_model,
+  # The start is overwritten by a restored state; the grid comes back from the extra state.
+  stage = _start_stage(ctx, "search", params, optimizer, keys=pipeline.DEBLUR_STAGE_KEYS,
+                       batch_size=cfg.batch_size, data_seed=ctx.config.seed + _SEARCH_DATA,
+                       inputs_of_masks=steps.mask_inputs(coc_params, np.zeros(num_branches + 1)))
+  if "bin_edges" not in stage.extra_state:
+    edges, start = _search_grid(ctx, coc_model, stage.state.mask_inputs["coc_params"])
+    stage.extra_state.update(history=[], bin_edges=np.asarray(edges).tolist())
+    stage.state = stage.state.replace(mask_inputs=stage.state.mask_inputs | {
+        "thresholds": sharding.put_replicated(np.asarray(start, np.float32), ctx.mesh)})
+  history, edges = stage.extra_state["history"], np.asarray(stage.extra_state["bin_edges"])
+  train_fn = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, model=model, coc_model=coc_model,
                                   optimizer=optimizer, mask_mode=steps.HARD_MASKS, anneal_steps=1,
                                   skip_nonfinite=ctx.config.skip_nonfinite)
-  edges = threshold_search.bin_edges(cfg.max_coc, cfg.bin_width)
-  error_fn = jax.jit(lambda p, g, b: steps.branch_error_step(p, g, b, model=model, coc_model=coc_model,
-                                                             num_bins=len(edges) - 1, bin_width=cfg.bin_width),
+  error_fn = jax.jit(lambda p, m, b, e: steps.branch_error_step(p, m, b, e, model=model, coc_model=coc_model),
                      compiler_options=steps.step_options())
-  logger = logs.StageLogger(ctx.workdir, "search", cfg.max_rounds * cfg.steps_per_round, int(state.step))
-  try:
+  edges_on_device = jnp.asarray(edges, jnp.float32)
+  with logs.StageLogger(ctx.workdir, "search", cfg.max_rounds * cfg.steps_per_round,
+                        int(stage.state.step)) as logger, stage.checkpoints:
     while len(history) < cfg.max_rounds and not (history and history[-1]["converged"]):
-      round_index = len(history)
-      end = (round_index + 1) * cfg.steps_per_round
-      extra_fn = lambda: {"history": history}
-      state = loop.run_steps(state, choose_step=lambda _: train_fn, batches=batches, end_step=end,
-                             settings=ctx.settings("search"), checkpoints=ckpts, logger=logger,
-                             extra=extra_fn, save_at_end=False)
-      before = np.asarray(jax.device_get(state.guidance["thresholds"]), np.float64)
-      errors, counts = meta_branch_errors(ctx, state.params, state.guidance, error_fn)
-      after, cost = threshold_search.solve_thresholds(errors, edges)
-      history.append({"round": round_index + 1, "step": end, "thresholds_before": before.tolist(),
-                      "thresholds": after.tolist(), "cost": cost, "errors": errors.tolist(),
-                      "counts": counts.tolist(), "bin_edges": edges.tolist(),
+      end = (len(history) + 1) * cfg.steps_per_round
+      _run(ctx, stage, train_fn, end, logger, save_at_end=False)
+      state = stage.state
+      before = np.asarray(jax.device_get(state.mask_inputs["thresholds"]), np.float64)
+      errors, counts = _meta_sums(ctx, lambda b: error_fn(state.params, state.mask_inputs, b, edges_on_device))
+      share = threshold_search.feasible_share(counts, len(before) - 1, min_share)
+      after, cost = threshold_search.solve_thresholds(errors, edges, counts, share)
+      shares = threshold_search.branch_shares(after, counts, edges)
+      history.append({"round": len(history) + 1, "step": end, "thresholds_before": before.tolist(),
+                      "thresholds": after.tolist(), "cost": cost, "branch_shares": shares.tolist(),
+                      "min_branch_share": share,
+                      "errors": errors.tolist(), "counts": counts.tolist(), "bin_edges": edges.tolist(),
                       "converged": threshold_search.has_converged(before, after, cfg.tolerance)})
-      # The state's own guidance: the COC parameters passed in were donated with the first step.
       new_thresholds = sharding.put_replicated(np.asarray(after, np.float32), ctx.mesh)
-      state = state.replace(guidance=state.guidance | {"thresholds": new_thresholds})
-      ckpts.save(end, state, extra_fn() | {"data": loop.encode_data_state(batches.get_state())})
-      logger.write(end, {"search_cost": cost, **{f"r{i + 1}": r for i, r in enumerate(after)}})
-  finally:
-    logger.close()
-    ckpts.close()
-  return history[-1]["thresholds"], history, state.params.tree()
+      stage.state = state.replace(mask_inputs=state.mask_inputs | {"thresholds": new_thresholds})
+      stage.checkpoints.save(end, stage.state, stage.extra_state | {
+          "data": loop.encode_data_state(stage.batches.get_state())})
+      logger.write(end, {"search_cost": cost, **{f"r{i + 1}": r for i, r in enumerate(after)},
+                         **{f"share{i + 1}": s for i, s in enumerate(shares)}})
+  return history[-1]["thresholds"], history, stage.state.params.tree()
 
 
 def train_deblur(ctx, coc_params, thresholds, init_params=None):
   """Stage 3. Returns the deblurring net's parameters."""
   cfg = ctx.config.deblur
-  model, coc_model = _deblur_models(ctx)
-  schedule = optax.exponential_decay(cfg.learning_rate, transition_steps=cfg.lr_halve_every,
-                                     decay_rate=0.5, staircase=True)
-  optimizer = optax.adam(schedule)
+  model, coc_model = networks.build("deblur", ctx.config.model), networks.build("coc", ctx.config.model)
+  optimizer = optax.adam(_halving(cfg.learning_rate, cfg.lr_halve_every))
   if init_params is None:
     init_params = networks.init_params("deblur", ctx.config.model, ctx.key(_DEBLUR_STREAM))
-  state = steps.create_state(init_params, optimizer, _guidance(coc_params, thresholds))
-  batches = ctx.data.train_batches(pipeline.DEBLUR_STAGE_KEYS, cfg.batch_size, seed=ctx.config.seed + _DEBLUR_DATA)
-  ckpts = stage_checkpoints.StageCheckpoints(ctx.workdir, "deblur")
-  state, _ = _restore_or_start(ckpts, state, batches)
-  state = sharding.put_replicated(state, ctx.mesh)
-  common = dict(model=model, coc_model=coc_model, optimizer=optimizer, anneal_steps=cfg.anneal_steps,
-                skip_nonfinite=ctx.config.skip_nonfinite,
-                compiler_options=networks.compiler_options(ctx.config.model))
-  annealed = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, mask_mode=steps.ANNEALED_MASKS, **common)
-  unmasked = steps.jit_train_step(steps.deblur_train_step, ctx.mesh, mask_mode=steps.NO_MASKS, **common)
-  # After the annealing, nothing computes COC maps any more.
-  choose = lambda step: annealed if cfg.use_masks and step < cfg.anneal_steps else unmasked
-  return _train_and_export(ctx, "deblur", state, choose, batches, ckpts, cfg.num_steps)
+  stage = _start_stage(ctx, "deblur", init_params, optimizer, keys=pipeline.DEBLUR_STAGE_KEYS,
+                       batch_size=cfg.batch_size, data_seed=ctx.config.seed + _DEBLUR_DATA,
+                       inputs_of_masks=steps.mask_inputs(coc_params, thresholds))
+  step_fn = lambda mask_mode: steps.jit_train_step(
+      steps.deblur_train_step, ctx.mesh, model=model, coc_model=coc_model, optimizer=optimizer,
+      mask_mode=mask_mode, anneal_steps=cfg.anneal_steps, skip_nonfinite=ctx.config.skip_nonfinite)
+  # Masks fade out over the first T steps; after that nothing computes COC maps any more.
+  annealed_until = min(cfg.anneal_steps, cfg.num_steps) if cfg.use_masks else 0
+  with logs.StageLogger(ctx.workdir, "deblur", cfg.num_steps, int(stage.state.step)) as logger, stage.checkpoints:
+    if int(stage.state.step) < annealed_until:
+      _run(ctx, stage, step_fn(steps.ANNEALED_MASKS), annealed_until, logger,
+           save_at_end=annealed_until == cfg.num_steps)
+    _run(ctx, stage, step_fn(steps.NO_MASKS), cfg.num_steps, logger)
+  params = jax.device_get(stage.state.params).tree()
+  _export_weights(ctx, "deblur", params, "deblur")
+  return params
 
 
 def latest_search_params(ctx, coc_params):
   """The search stage's final deblurring-net parameters (to start stage 3 from), or None."""
-  ckpts = stage_checkpoints.StageCheckpoints(ctx.workdir, "search")
-  try:
-    if ckpts.latest_step() is None:
+  with stage_checkpoints.StageCheckpoints(ctx.workdir, "search") as checkpoints:
+    if checkpoints.latest_step() is None:
       return None
     params = networks.init_params("deblur", ctx.config.model, ctx.key(_DEBLUR_STREAM))
+    num_thresholds = len(ctx.config.model.branch_capacities) + 1
     target = steps.create_state(params, optax.adam(ctx.config.search.learning_rate),
-                                _guidance(coc_params, np.zeros(len(ctx.config.model.branch_capacities) + 1)))
-    state, _ = ckpts.restore(target)
+                                steps.mask_inputs(coc_params, np.zeros(num_thresholds)))
+    state, _ = checkpoints.restore(target)
     return state.params.tree()
-  finally:
-    ckpts.close()

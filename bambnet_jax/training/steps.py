@@ -90,10 +90,25 @@ def coc_train_step(state, batch, *, model, optimizer, tv_start, tv_weight, loss_
 
   def loss_fn(params):
     coc = model.apply({"params": params.tree()}, dp_views(batch))
-    return reblur.reblur_loss_from_responses(responses, coc, tv_weight=weight, border=loss_border)
+    return reblur.reblur_loss_from_responses(responses, coc, tv_weight=weight, border=loss_border), coc
 
-  loss, grads = jax.value_and_grad(loss_fn)(state.params)
-  return _apply_update(state, grads, optimizer, loss, skip_nonfinite)
+  (loss, coc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state, metrics = _apply_update(state, grads, optimizer, loss, skip_nonfinite)
+  # A collapsed COC stage pins the output to the clamp, where no gradient flows back.
+  return state, metrics | {"at_clamp": clamped_share(coc, model.clamp)}
+
+
+def clamped_share(coc, clamp):
+  """The share of COC values at the clamp (within 0.1%)."""
+  return jnp.mean((jnp.abs(coc) >= 0.999 * clamp).astype(jnp.float32))
+
+
+def coc_clamp_step(coc_params, batch, *, coc_model):
+  """(COC values at the clamp, all COC values) of one batch, real rows only."""
+  coc = coc_model.apply({"params": coc_params}, dp_views(batch))
+  weight = jnp.ones(coc.shape[:1], jnp.float32) if "mask" not in batch else batch["mask"].astype(jnp.float32)
+  at_clamp = jnp.sum((jnp.abs(coc) >= 0.999 * coc_model.clamp) * weight[:, None, None, None])
+  return at_clamp, jnp.sum(weight) * coc[0].size
 
 
 def branch_gates(inputs_of_masks, views, mask_mode, anneal_step, anneal_steps, coc_model):
@@ -121,6 +136,11 @@ def deblur_train_step(state, batch, *, model, coc_model, optimizer, mask_mode, a
   return _apply_update(state, grads, optimizer, loss, skip_nonfinite)
 
 
+def _real_pixels(batch):
+  """Evaluation batches mark real pixels (images of mixed sizes are padded); else real rows."""
+  return batch.get("pixel_mask", batch.get("mask"))
+
+
 def _blur(coc_model, coc_params, views):
   """The pixel's largest |COC| over the colour channels, as the masks read it."""
   return jnp.max(jnp.abs(coc_model.apply({"params": coc_params.tree()}, views)), axis=-1)
@@ -128,7 +148,7 @@ def _blur(coc_model, coc_params, views):
 
 def blur_histogram_step(coc_params, batch, edges, *, coc_model):
   """Threshold search: the meta batch's pixel counts per |COC| bin (`edges` traced: no recompile)."""
-  return threshold_search.blur_histogram(_blur(coc_model, coc_params, dp_views(batch)), edges, batch.get("mask"))
+  return threshold_search.blur_histogram(_blur(coc_model, coc_params, dp_views(batch)), edges, _real_pixels(batch))
 
 
 def branch_error_step(params, inputs_of_masks, batch, edges, *, model, coc_model):
@@ -136,7 +156,7 @@ def branch_error_step(params, inputs_of_masks, batch, edges, *, model, coc_model
   views = dp_views(batch)
   blur = _blur(coc_model, inputs_of_masks["coc_params"], views)
   alone = model.apply({"params": params.tree()}, views, each_branch_alone=True)
-  return threshold_search.per_bin_branch_errors(alone, batch["sharp"], blur, edges, batch.get("mask"))
+  return threshold_search.per_bin_branch_errors(alone, batch["sharp"], blur, edges, _real_pixels(batch))
 
 
 # XLA options on CPU for every jitted function that reads a FlatParams. There the split of the

@@ -46,7 +46,7 @@ def _bin_index(blur, edges):
 
 
 def _pixel_weights(blur, valid):
-  """1 per pixel, 0 for the images of a padded batch (valid: (N,) mask or None)."""
+  """1 per pixel, 0 outside `valid`: None, an (N,) mask of real images or an (N, H, W) one of pixels."""
   weight = jnp.ones(jnp.shape(blur), jnp.float32)
   if valid is not None:
     valid = jnp.asarray(valid, jnp.float32)
@@ -59,7 +59,7 @@ def per_bin_branch_errors(branch_outputs, target, blur, edges, valid=None):
 
   branch_outputs: (N, M, H, W, C), output of each branch alone; target: (N, H, W, C);
   blur: (N, H, W) the pixel's largest |COC|; edges: (B + 1,) increasing bin edges, a jnp array so
-  that new edges never recompile; valid: optional (N,) mask for padded batches.
+  that new edges never recompile; valid: optional (N,) or (N, H, W) mask of real images or pixels.
   Returns (errors (M, B), counts (B,)), float32, ready to be summed over batches.
   """
   num_bins = jnp.shape(edges)[0] - 1
@@ -204,6 +204,33 @@ def solve_thresholds(errors, edges, counts=None, min_share=0.0):
   cuts.append(0)
   cuts = cuts[::-1]
   return np.asarray(edges, np.float64)[cuts], float(best[num_branches - 1, num_bins])
+
+
+def _can_split(counts, num_branches, need):
+  """Whether contiguous bin ranges can give each branch a bin and `need` pixels (greedy cuts)."""
+  pieces, pixels, bins = 0, 0.0, 0
+  for count in counts:
+    pixels, bins = pixels + count, bins + 1
+    if pieces < num_branches - 1 and pixels >= need:
+      pieces, pixels, bins = pieces + 1, 0.0, 0
+  return pieces == num_branches - 1 and bins > 0 and pixels >= need
+
+
+def feasible_share(counts, num_branches, min_share, iterations=30):
+  """The largest share <= min_share that some split of the bins gives every branch.
+
+  Pixels of one |COC| value cannot be split (an untrained COC net puts nearly all of them at 0):
+  the search then asks for what the data allows instead of failing.
+  """
+  counts = np.asarray(counts, np.float64)
+  total = float(counts.sum())
+  if total == 0 or _can_split(counts, num_branches, min_share * total):
+    return float(min_share)
+  low, high = 0.0, float(min_share)
+  for _ in range(iterations):
+    middle = (low + high) / 2
+    low, high = (middle, high) if _can_split(counts, num_branches, middle * total) else (low, middle)
+  return low
 
 
 def branch_shares(thresholds, counts, edges):

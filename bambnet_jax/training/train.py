@@ -9,6 +9,7 @@ not part of training: `commands/train.py` chains the two.
 
 import dataclasses
 import pathlib
+import sys
 from typing import Any
 
 import jax
@@ -42,6 +43,7 @@ def train(config, workdir, stop_after=None):
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
+    print(f"bambnet train: {sharding.device_report()}", file=sys.stderr)
     files.atomic_write_bytes(workdir / "config.json", config.to_json_best_effort(indent=1).encode())
   mesh = sharding.make_mesh()
   ctx = stages.Context(config, workdir, mesh, datasets.DataSources(config.data, mesh))
