@@ -14,10 +14,6 @@ from bambnet_jax.parallel import launch
 from bambnet_jax.parallel import sharding
 
 
-def _convert_torch(args):
-  torch_checkpoint.convert_file(args.checkpoint, args.output, net=args.net)
-
-
 def _train(args):
   if args.local_processes > 1:  # this process only starts and watches the others
     commands = launch.train_commands(args.config, args.workdir, args.overrides, args.local_processes,
@@ -35,18 +31,18 @@ def _raw_options(args):
 
 
 def _add_raw_arguments(p):
-  p.add_argument("--black-level", type=float, help="raw views: the sensor's black level; pixels map to (v - black) / "
-                                                   "(white - black) (default: dp_raw.json beside the views, if any)")
-  p.add_argument("--white-level", type=float, help="raw views: the saturation level, e.g. 1023 or 16383 for 10 or 14 bits")
+  p.add_argument("--black-level", type=float, help="raw views: the sensor's black level; pixels map to "
+                 "(v - black) / (white - black) (default: dp_raw.json beside the views, if any)")
+  p.add_argument("--white-level", type=float,
+                 help="raw views: the saturation level, e.g. 1023 or 16383 for 10 or 14 bits")
   p.add_argument("--flat-field-left", help="left view of a uniform bright surface (same levels): removes the left "
-                                           "view's vignetting (with --flat-field-right)")
+                 "view's vignetting (with --flat-field-right)")
   p.add_argument("--flat-field-right", help="right view of the same flat field")
 
 
 def _coc(args):
-  result = coc.run_coc(args.left, args.right, args.output_dir,
-                            method="network" if args.weights else "search",
-                            weights=args.weights, per_channel=args.per_channel, **_raw_options(args))
+  result = coc.run_coc(args.left, args.right, args.output_dir, weights=args.weights, per_channel=args.per_channel,
+                       **_raw_options(args))
   print(f"wrote {result['npy']} and {result['png']} (median COC {result['median']:+.2f} px, "
         f"colours span +-{result['vmax']:.2f} px)")
 
@@ -76,8 +72,7 @@ def _eval(args):
 
 
 def _quickstart(args):
-  path = quickstart.run_quickstart(args.workdir, args.overrides)
-  print(f"wrote {path}")
+  print(f"wrote {quickstart.run_quickstart(args.workdir, args.overrides)}")
 
 
 def build_parser():
@@ -87,18 +82,16 @@ def build_parser():
   p = commands.add_parser("convert-torch", help="import an official PyTorch checkpoint (.pth)")
   p.add_argument("checkpoint", help="the .pth file")
   p.add_argument("output", help="directory of the orbax checkpoint to write (use as --weights)")
-  p.add_argument("--net", required=True, choices=("deblur", "coc"),
-                 help="which network the file holds (both share one key layout)")
-  p.set_defaults(run=_convert_torch)
+  p.add_argument("--net", required=True, choices=("deblur", "coc"), help="the net it holds (one key layout for both)")
+  p.set_defaults(run=lambda args: torch_checkpoint.convert_file(args.checkpoint, args.output, net=args.net))
 
-  p = commands.add_parser("train", help="run (or resume) all stages: COC net, threshold search, "
-                                         "deblurring net, evaluation")
+  p = commands.add_parser("train", help="run (or resume) all stages: COC net, threshold search, deblurring net, "
+                          "evaluation")
   p.add_argument("--config", required=True, help="configs/<name>.py, optionally with :arg")
   p.add_argument("--workdir", required=True, help="checkpoints, logs and results go here")
   p.add_argument("--stop-after", choices=("coc", "search", "deblur"), help="stop after this stage")
-  p.add_argument("--local-processes", type=int, default=1,
-                 help="N > 1: one process per GPU of this host (process i on GPU i), one jax.distributed run; "
-                      "scales better than one process driving all GPUs")
+  p.add_argument("--local-processes", type=int, default=1, help="N > 1: one process per GPU of this host (process i "
+                 "on GPU i), one jax.distributed run; scales better than one process driving all GPUs")
   p.add_argument("overrides", nargs="*", help="config overrides, e.g. coc.num_steps=100")
   p.set_defaults(run=_train)
 
@@ -110,8 +103,7 @@ def build_parser():
   how.add_argument("--method", choices=("search",),  # no default: argparse then sees a clash
                    help="classical reblur-residual search, no training needed (the default)")
   how.add_argument("--weights", help="a trained or converted COC net's weights directory")
-  p.add_argument("--per-channel", action="store_true",
-                 help="one COC per colour channel: coc.npy is H x W x 3")
+  p.add_argument("--per-channel", action="store_true", help="one COC per colour channel: coc.npy is H x W x 3")
   _add_raw_arguments(p)
   p.set_defaults(run=_coc)
 
@@ -122,10 +114,10 @@ def build_parser():
   p.add_argument("--output-dir", required=True, help="where NAME_restored/_coc/_masks files are written")
   p.add_argument("--weights", help="training workdir, or deblurring weights directory (convert-torch --net deblur)")
   p.add_argument("--coc-weights", help="COC net weights (default: the workdir's coc/weights, if any)")
-  p.add_argument("--coc", default="auto", choices=("auto", "network", "search", "none"),
+  p.add_argument("--coc", default="auto", choices=deblur.COC_CHOICES,
                  help="COC map source: auto = the COC net if known, else the classical search; none = skip")
-  p.add_argument("--thresholds", type=_float_list, help="branch thresholds r_1,...,r_M in px (default: the workdir's search "
-                                      "result, else the released code's 0,1.9,4.2,6.2)")
+  p.add_argument("--thresholds", type=_float_list, help="branch thresholds r_1,...,r_M in px (default: the "
+                 "workdir's search result, else the released code's 0,1.9,4.2,6.2)")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype")
   p.add_argument("--tile", type=int, help="tile side in px, a multiple of 16 (default: the whole image when "
                                           "it fits in device memory, else 512-px tiles; 0: always whole)")
@@ -142,15 +134,13 @@ def build_parser():
   which.add_argument("--workdir", help="a training workdir (its deblur and COC weights)")
   which.add_argument("--weights", help="a deblurring net's weights directory (e.g. a converted official one)")
   p.add_argument("--output-dir", help="where tables and images go (default <workdir>/evaluation)")
-  p.add_argument("--metrics", help="comma-separated, of psnr, ssim, mae, lpips_alex, lpips_vgg, "
-                                   "lpips_squeeze, fid (default: all but lpips_vgg); LPIPS and FID "
-                                   "need pretrained weight files")
+  p.add_argument("--metrics", help="comma-separated, of psnr, ssim, mae, lpips_alex, lpips_vgg, lpips_squeeze, "
+                 "fid (default: all but lpips_vgg); LPIPS and FID need pretrained weight files")
   p.add_argument("--metric-weights", help="folder of the LPIPS / FID weight files (also "
                                           "$BAMBNET_METRIC_WEIGHTS, ~/.cache/bambnet_jax/metric_weights)")
   p.add_argument("--fid-dims", type=int, default=2048, choices=(64, 192, 768, 2048),
                  help="InceptionV3 features of FID, as pytorch-fid's --dims (default: 2048, the literature's)")
-  p.add_argument("--save-images", type=int, default=-1,
-                 help="restored 16-bit PNGs to write (default -1: all; 0: none)")
+  p.add_argument("--save-images", type=int, default=-1, help="restored 16-bit PNGs to write (default -1: all; 0: none)")
   p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.manual_dir=/data/dpdd")
   p.set_defaults(run=_eval)
 
@@ -169,8 +159,7 @@ def main(argv=None):
     print(f"bambnet {args.command}: {sharding.device_report()}", file=sys.stderr)
   try:
     args.run(args)
-  except (ValueError, OSError) as e:
-    # Bad input: one clear line naming the file and the problem, and a non-zero exit.
+  except (ValueError, OSError) as e:  # bad input: one line naming the file and the problem
     print(f"bambnet {args.command}: error: {e}", file=sys.stderr)
     return 2
   return 0

@@ -22,12 +22,16 @@ def base_config():
   config.data.train_split = "train"
   config.data.meta_dataset = "dpdd/patches"  # the threshold search's validation ("meta") set
   config.data.meta_split = "validation"
-  config.data.meta_max_examples = 64  # examples of the meta set per search round (a small set)
+  # Examples of the meta set per search round; None: the whole split, as the paper.
+  config.data.meta_max_examples = ml_collections.config_dict.placeholder(int)
   config.data.test_dataset = "dpdd/full"  # full-resolution evaluation images
   config.data.test_split = "test"
   config.data.test_max_examples = ml_collections.config_dict.placeholder(int)  # None = all
   config.data.crop_size = 512  # training crop (the patches are 512x512 already)
   config.data.worker_count = 4  # grain worker processes decoding PNGs (0 = in the main process)
+  # DP-safe random flips of training crops (mirror and swap L/R; vertical); the paper and the
+  # released code do not augment.
+  config.data.flips = False
 
   config.coc = ml_collections.ConfigDict()  # stage 1: COC net on the reblur loss
   config.coc.num_steps = 17_500  # paper: 10 epochs of ~7,000 DPDD patches at batch 4

@@ -22,6 +22,7 @@ def get_config(arg=None):
   config.data.train_dataset = config.data.meta_dataset = config.data.test_dataset = "dp_synthetic"
   config.data.crop_size = 64
   config.data.worker_count = 0  # no worker processes: the 2 cores are for the network
+  config.data.flips = True  # a few synthetic scenes: flips add variety
   config.search.max_coc = 8.0  # r_{M+1}: just above the scenes' largest COC (the default 25 wastes branches)
 
   config.coc.num_steps = 400

@@ -14,6 +14,7 @@ def get_config(arg=None):
   config.data.train_dataset = config.data.meta_dataset = config.data.test_dataset = "dp_synthetic"
   config.data.crop_size = 32
   config.data.worker_count = 0
+  config.data.flips = True  # a few synthetic scenes: flips add variety
   config.coc.num_steps = 4
   config.coc.batch_size = 2
   config.coc.tv_start = 2

@@ -38,6 +38,7 @@ def get_config(arg=None):
   config.data.meta_split = "validation"
   config.data.crop_size = 128  # random crops of the 256x256 scenes
   config.data.worker_count = 8  # decoding must keep up with the GPU
+  config.data.flips = True  # a few synthetic scenes: flips add variety
 
   config.coc.num_steps = 3_600
   # Whole 256x256 scenes for the COC net, the loss averaged inside a 16-px border: on 128-px crops

@@ -3,9 +3,8 @@
     python experiments/bench_floors.py
     python experiments/bench_floors.py --matmul-size 512 --copy-mib 64 --runs 3   # CPU check
 
-Matmul rate: an N x N product (2 N^3 FLOP) in bfloat16, in float32 at the default precision (TF32
-on NVIDIA GPUs, as float32 convolutions) and at "highest". Bandwidth: y = x * 2 + 1 over a large
-float32 array (2 x size bytes moved). Medians of --runs calls. One JSON line.
+An N x N matmul in bfloat16, and in float32 at the default precision (TF32 on NVIDIA GPUs, as float32
+convolutions) and "highest"; y = x * 2 + 1 over a large float32 array. Medians of --runs calls.
 """
 
 import argparse

@@ -2,10 +2,9 @@
 
     python experiments/bench_input_pipeline.py --workers 0,2,4,8 --batches 200
 
-Prepares `dpdd/patches` from a fake DPDD tree (16-bit PNGs with photo-like noise), then times
-`pipeline.training_batches` (shuffle, DP flips, float conversion, batching) per worker count, for
-the deblurring stage's keys or (`--keys coc`) the COC stage's. One JSON line per setting. A GPU
-train step of batch 2 x 512x512 takes ~20 ms: the pipeline must deliver well over 40 batches/s.
+Prepares `dpdd/patches` from a fake DPDD tree (noisy 16-bit PNGs), then times
+`pipeline.training_batches` per worker count. One JSON line per setting. A GPU train step of
+batch 2 takes ~20 ms: the pipeline must deliver well over 40 batches/s.
 """
 
 import argparse
@@ -67,8 +66,7 @@ def main():
   parser.add_argument("--workers", default="0,2", help="comma-separated worker process counts")
   parser.add_argument("--batches", type=int, default=100, help="timed batches per setting")
   parser.add_argument("--warmup", type=int, default=10, help="untimed batches first (worker start-up)")
-  parser.add_argument("--scenes", type=int, default=2,
-                      help="fake training scenes (about 20 patches each)")
+  parser.add_argument("--scenes", type=int, default=2, help="fake training scenes (about 20 patches each)")
   parser.add_argument("--keys", choices=sorted(KEYS), default="deblur")
   parser.add_argument("--read-threads", type=int, default=2, help="reader threads per process")
   parser.add_argument("--place", action="store_true",
@@ -88,8 +86,7 @@ def main():
       print(json.dumps({
           "benchmark": "input_pipeline", "batch": 2, "patch": 512, "bit_depth": 16,
           "keys": list(KEYS[args.keys]), "workers": workers, "read_threads": args.read_threads,
-          "batches_per_s": round(rate, 1),
-          "patches_in_dataset": len(source), "prepare_s": round(prepare_s, 1),
+          "batches_per_s": round(rate, 1), "patches_in_dataset": len(source), "prepare_s": round(prepare_s, 1),
           "placed_on": str(jax.devices()[0].device_kind) if args.place else "host",
           "cpu_count": os.cpu_count(), "png_compression": tfds_dpd.common.PNG_COMPRESSION,
       }), flush=True)

@@ -4,11 +4,9 @@
     python experiments/bench_metrics.py --lpips alex,squeeze,vgg # add the VGG backbone
     python experiments/bench_metrics.py --height 64 --width 96 --num-images 3   # a CPU check
 
-The bar: PSNR, SSIM, MAE, LPIPS and FID over DPDD's 76 full-resolution test pairs take less time
-than restoring them. Times both halves of `evaluate.evaluate` image by image (each call waited
-for): the paper's deblurring net and the metric suite, then each metric alone, and the Fréchet
-distance of the 76 feature vectors on the host by each of `fid.FEATURE_METHODS`. Random weights
-(the time does not depend on them); images made on the device. One JSON line.
+The bar: the metrics over DPDD's 76 test pairs take less time than restoring them. Times both
+halves of `evaluate.evaluate` image by image, each metric alone, and the host's Fréchet distance
+by each of `fid.FEATURE_METHODS`. Random weights; images made on the device. One JSON line.
 """
 
 import argparse

@@ -7,14 +7,10 @@
     python experiments/benchmark.py --cases deblur_b8_bf16 --devices 2     # one process, 2 GPUs
     python experiments/benchmark.py --cases deblur_b8_bf16 --processes 2   # one process per GPU
 
-Each case reports its times (`time_calls`), XLA's memory for the compiled program (`memory_gib`),
-the device's peak so far, and TFLOP/s from SPEC section 1's FLOP counts (501 GFLOP per 512x512
-forward; a training step counts as 3 forwards), beside the released code's H200 times. Train steps
-compile as training compiles them. Their batches are per device: `--devices N` drives N local
-devices from this process, `--processes N` runs N processes of one jax.distributed run on
-localhost, process i owning GPU i (process 0 prints; `images_per_s` counts the global batch).
-The tiled cases restore a random 16-bit frame (default a Canon frame's 6720x4480) through
-`inference.Deblurrer`, as `bambnet deblur` does, to host memory.
+Each case reports its times (`time_calls`), XLA's memory for the compiled program, the device's
+peak so far, and TFLOP/s from SPEC section 1's FLOP counts (a training step: 3 forwards), beside
+the released code's H200 times. Train batches are per device (`images_per_s`: the global batch).
+The tiled cases restore a random 16-bit frame through `inference.Deblurrer`, as `bambnet deblur`.
 """
 
 import argparse
@@ -48,15 +44,10 @@ TILED_BATCH = {"float32": 1, "bfloat16": 4}  # tiles per network call (PERF.md: 
 def time_calls(fn, args, runs, warmup, pipeline_steps=10, pipeline_repeats=5):
   """Milliseconds per call of `fn`, medians: (synchronised, pipelined, dispatch).
 
-  synchronised: each call ended by block_until_ready. pipelined: `pipeline_steps` calls issued back
-  to back and synchronised once, as a training loop runs them (the host launches step k+1 while the
-  device runs step k), `pipeline_repeats` times. dispatch: until a call returns to Python.
+  pipelined: `pipeline_steps` calls issued back to back and synchronised once, as a training loop
+  runs them. dispatch: until a call returns to Python.
   """
-  out = None
-  for _ in range(warmup):
-    out = fn(*args)
-    args = _carry(args, out)
-  jax.block_until_ready(out)
+  args = run_calls(fn, args, warmup)
   if jax.process_count() > 1:  # all processes start the timed calls together
     multihost_utils.sync_global_devices("benchmark: timed runs")
   synchronised, dispatch = [], []
@@ -70,10 +61,7 @@ def time_calls(fn, args, runs, warmup, pipeline_steps=10, pipeline_repeats=5):
   pipelined = []
   for _ in range(pipeline_repeats):
     start = time.perf_counter()
-    for _ in range(pipeline_steps):
-      out = fn(*args)
-      args = _carry(args, out)
-    jax.block_until_ready(out)
+    args = run_calls(fn, args, pipeline_steps)
     pipelined.append((time.perf_counter() - start) * 1e3 / pipeline_steps)
   return statistics.median(synchronised), statistics.median(pipelined), statistics.median(dispatch)
 
@@ -82,6 +70,16 @@ def _carry(args, out):
   """A train step donates its state: feed the returned state into the next call."""
   if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], steps.TrainState):
     return (out[0],) + tuple(args[1:])
+  return args
+
+
+def run_calls(fn, args, calls):
+  """`calls` calls of `fn` issued back to back, then waited for; returns the next call's arguments."""
+  out = None
+  for _ in range(calls):
+    out = fn(*args)
+    args = _carry(args, out)
+  jax.block_until_ready(out)
   return args
 
 
@@ -102,7 +100,7 @@ def train_case(kind, batch_size, size, dtype, width, mesh, conv_gradients="auto"
   else:
     fn = steps.jit_train_step(steps.deblur_train_step, mesh, model=model, coc_model=None, optimizer=optimizer,
                               mask_mode=steps.NO_MASKS, anneal_steps=1)
-  # The case's batch is per device: data parallelism scales it. Each process makes only its rows.
+  # The batch is per device; each process makes only its rows.
   local_rows = batch_size * len(mesh.local_devices)
   batch = pipeline.put_on_mesh(_batch(rng, local_rows, size), mesh)
   flops = 3 * GFLOP_PER_PIXEL_FORWARD * batch_size * mesh.devices.size * size * size * (width / 64) ** 2
@@ -150,14 +148,10 @@ class TiledCase:
     # The network call on one batch of tiles, compiled as the Deblurrer compiles it: its memory.
     self.network_call = infer_case(*self.tile_shape, dtype, width, batch_size=self.batch_size)[:2]
 
-  def warm_up(self):
-    """Compiles the network on one batch of tiles (timed apart from the frame)."""
+  def time(self, runs):
+    """Milliseconds per whole-frame restore (median of `runs`), compiled on one batch of tiles first."""
     height, width = self.tile_shape
     self.deblurrer.restore(self.views[:height, :width], max_tiles=self.batch_size)
-
-  def time(self, runs):
-    """Milliseconds per whole-frame restore (median of `runs`), after the warm-up."""
-    self.warm_up()
     samples = []
     for _ in range(runs):
       start = time.perf_counter()
@@ -188,8 +182,7 @@ def make_cases(args, mesh):
 
 
 def compiled_memory(fn, fn_args):
-  """(seconds to compile, GiB of device memory) of a jitted case: XLA's buffer assignment's
-  arguments, outputs and scratch, less the donated buffers it reuses (the calls reuse this compilation)."""
+  """(seconds to compile, GiB of device memory: arguments, outputs and scratch less donated buffers)."""
   start = time.perf_counter()
   compiled = fn.lower(*fn_args).compile()
   seconds = time.perf_counter() - start
@@ -254,20 +247,8 @@ def case_names(args, parser):
   return names
 
 
-def join_processes(args):
-  """A child of --processes: joins the run owning only device `process_id` (as `bambnet train
-  --local-processes` does; on CPU the id selects nothing and each process has one CPU device)."""
-  jax.config.update("jax_num_cpu_devices", 1)  # before any backend use; no effect on GPU runs
-  sharding.initialize_distributed(args.coordinator, args.processes, args.process_id,
-                                  local_device_ids=[args.process_id])
-
-
 def launch(argv, processes, timeout):
-  """Runs this script as `processes` children of one jax.distributed run; returns the exit code.
-
-  Child 0's output (the JSON lines) goes straight to ours; the others' to logs printed only on
-  failure. One failing child, a timeout or an exception here stops all the others.
-  """
+  """Runs this script as `processes` children of one jax.distributed run; returns the exit code."""
   coordinator = launch_lib.local_coordinator()
   commands = [[sys.executable, os.path.abspath(__file__), *argv, "--process-id", str(i), "--coordinator", coordinator]
               for i in range(processes)]
@@ -278,8 +259,7 @@ def parser(description=__doc__):
   """The command line (profile_step.py shares it)."""
   p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                               allow_abbrev=False)
-  p.add_argument("--cases", default="all", help="comma-separated case names, or all (with --processes > 1: "
-                                                "all train cases)")
+  p.add_argument("--cases", default="all", help="comma-separated case names, or all (--processes > 1: train cases)")
   p.add_argument("--size", type=int, default=512, help="training crop size")
   p.add_argument("--infer-size", default="1120x1680", help="HxW of the inference case")
   p.add_argument("--width", type=int, default=64, help="network width (64 = the paper's)")
@@ -294,10 +274,8 @@ def parser(description=__doc__):
   p.add_argument("--warmup", type=int, default=3)
   p.add_argument("--pipeline-steps", type=int, default=10, help="calls issued back to back per pipelined timing")
   p.add_argument("--pipeline-repeats", type=int, default=5, help="pipelined timings (their median is reported)")
-  p.add_argument("--devices", type=int, default=1,
-                 help="devices in the data-parallel mesh; train cases' batches are per device")
-  p.add_argument("--processes", type=int, default=1,
-                 help="one process per device (jax.distributed on localhost), process i on GPU i")
+  p.add_argument("--devices", type=int, default=1, help="devices in the data-parallel mesh (batches per device)")
+  p.add_argument("--processes", type=int, default=1, help="one process per device (jax.distributed); process i: GPU i")
   p.add_argument("--timeout", type=float, help="seconds the --processes children may run (default: no limit)")
   # Set by the parent of --processes for each child.
   p.add_argument("--process-id", type=int, help=argparse.SUPPRESS)
@@ -314,8 +292,10 @@ def main(argv=None):
   names = case_names(args, p)
   if args.processes > 1 and args.process_id is None:
     return launch(argv, args.processes, args.timeout)
-  if args.process_id is not None:
-    join_processes(args)
+  if args.process_id is not None:  # a child of --processes: it owns device `process_id` only
+    jax.config.update("jax_num_cpu_devices", 1)  # before any backend use; no effect on GPU runs
+    sharding.initialize_distributed(args.coordinator, args.processes, args.process_id,
+                                    local_device_ids=[args.process_id])
     mesh = sharding.make_mesh()  # every device of every process
   else:
     mesh = sharding.make_mesh(jax.devices()[:args.devices])

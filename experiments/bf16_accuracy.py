@@ -3,33 +3,31 @@
     python experiments/bf16_accuracy.py --config configs/synthetic.py --workdir workdirs/synthetic
     python experiments/bf16_accuracy.py --workdir /tmp/bf16 --metrics psnr,ssim,mae   # CPU, smoke config
 
-The same float32 parameters, the deblurring net's compute dtype switched (parameters stay float32;
-the output is float32 either way), scored by `evaluate.evaluate` on the config's full-resolution
-test split. Issue 8's bar: bfloat16 PSNR within 0.05 dB of float32. Also reports the largest
-per-pixel difference between the two restorations. Writes <workdir>/bf16_accuracy.json.
+The same float32 parameters with the deblurring net's compute dtype switched, scored on the test
+split, and the largest pixel difference. The bar: bfloat16 PSNR within 0.05 dB of float32.
+Writes <workdir>/bf16_accuracy.json.
 """
 
 import copy
 import json
-import sys
 
 import jax
 import numpy as np
 
 from bambnet_jax.data import pipeline
 from bambnet_jax.evaluation import evaluate
-import runs
 from bambnet_jax.io import files
 from bambnet_jax.parallel import sharding
+import runs
 
 
-def restorations(run, model_config, config, mesh):
-  """Every real test image restored with `model_config`, as host arrays."""
-  restore = evaluate.make_restore_fn(model_config)
+def restorations(run, config, mesh):
+  """Every real test image restored by a Run, as host arrays."""
+  restore = evaluate.make_restore_fn(run.model_config)
   params = sharding.put_replicated(run.deblur_params, mesh)
   coc = None if run.coc_params is None else sharding.put_replicated(run.coc_params, mesh)
   outputs = []
-  for batch in runs.test_batches(config, mesh):
+  for batch in evaluate.test_batches(config, mesh):
     images = {k: batch[k] for k in pipeline.EVAL_KEYS}
     out = np.asarray(jax.device_get(restore(params, coc, images, None)["restored"]))
     outputs.extend(out[np.asarray(jax.device_get(batch["mask"]), bool)])
@@ -45,13 +43,12 @@ def main(argv=None):
   result = {"device": jax.devices()[0].device_kind}
   per_dtype = {}
   for dtype in ("float32", "bfloat16"):
-    model_config = run.model_config.copy_and_resolve_references()
-    model_config.dtype = dtype
     run_as = copy.copy(run)
-    run_as.model_config = model_config
+    run_as.model_config = run.model_config.copy_and_resolve_references()
+    run_as.model_config.dtype = dtype
     summary = runs.evaluate_run(run_as, config, suite, None)
     result[dtype] = {k: summary[k] for k in suite.image_metrics}
-    per_dtype[dtype] = restorations(run_as, model_config, config, sharding.make_mesh())
+    per_dtype[dtype] = restorations(run_as, config, sharding.make_mesh())
   result["psnr_bf16_minus_fp32_db"] = result["bfloat16"]["psnr"] - result["float32"]["psnr"]
   result["max_abs_pixel_difference"] = float(max(np.max(np.abs(a - b)) for a, b in
                                                  zip(per_dtype["float32"], per_dtype["bfloat16"])))
@@ -62,4 +59,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  main()

@@ -3,34 +3,31 @@
     python experiments/fig5_threshold_rounds.py --config configs/dpdd.py --workdir workdirs/dpdd
     python experiments/fig5_threshold_rounds.py --workdir /tmp/fig5    # smoke config, CPU, seconds
 
-Trains (or resumes) the run in --workdir, then shows, for the first --num-images test images, the
-COC net's map and the masks D_i of the search's starting thresholds and of each round's.
-Writes <workdir>/fig5/fig5.png (rows: images; columns: input view, |COC|, the masks per round in
-the paper's colours, purple slight to yellow heavy blur) and fig5.json (each round's thresholds
-and share of pixels per branch). No metric weights are needed.
+For the first --num-images test images: the COC net's map and the masks D_i of the search's start
+and of each round, in <workdir>/fig5/fig5.png (purple slight to yellow heavy blur, as the paper)
+and fig5.json (each round's thresholds and share of pixels per branch).
 """
 
 import json
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import runs
+from bambnet_jax.commands import report
 from bambnet_jax.io import figures
 from bambnet_jax.io import files
 from bambnet_jax.models import masks
 from bambnet_jax.models import networks
+import runs
 
 
 def round_thresholds(history):
   """[(label, r_1..r_{M+1})]: the starting split, then each round's result."""
-  steps = [("initial", history[0]["thresholds_before"])]
-  steps += [(f"round {h['round']}" + (" (final)" if i == len(history) - 1 else ""), h["thresholds"])
-            for i, h in enumerate(history)]
-  return steps
+  return [("initial", history[0]["thresholds_before"])] + [
+      (f"round {h['round']}" + (" (final)" if i == len(history) - 1 else ""), h["thresholds"])
+      for i, h in enumerate(history)]
 
 
 def branch_maps(coc, thresholds):
@@ -41,7 +38,6 @@ def branch_maps(coc, thresholds):
 def plot(views, blur, label_maps, labels, num_branches):
   from matplotlib import colors as mcolors  # pylint: disable=g-import-not-at-top
   plt = figures.pyplot()
-
   # viridis runs purple -> blue -> teal -> yellow: the paper's slight-to-heavy colours.
   palette = mcolors.ListedColormap(plt.get_cmap("viridis")(np.linspace(0, 1, num_branches)))
   cols = 2 + len(labels)
@@ -70,10 +66,9 @@ def main(argv=None):
   if not run.search_history:
     raise ValueError(f"{workdir}: the run has no threshold-search record (search/rounds.json); "
                      "Fig. 5 needs a config with search.enabled=True")
-  examples = runs.first_test_images(config, args.num_images)
+  examples = report.first_test_scenes(config, args.num_images)
   views = np.stack([np.concatenate([e["left"], e["right"]], axis=-1) for e in examples])
-  coc_net = networks.build("coc", run.model_config)
-  coc = jax.jit(coc_net.apply)({"params": run.coc_params}, views)
+  coc = jax.jit(networks.build("coc", run.model_config).apply)({"params": run.coc_params}, views)
   steps = round_thresholds(run.search_history)
   label_maps = [branch_maps(coc, thresholds) for _, thresholds in steps]
   num_branches = len(run.model_config.branch_capacities)
@@ -84,7 +79,7 @@ def main(argv=None):
   blur = np.asarray(jnp.max(jnp.abs(coc), axis=-1))
   files.atomic_write_bytes(out / "fig5.png", plot([e["combined"] for e in examples], blur, label_maps,
                                                   [label for label, _ in steps], num_branches))
-  files.atomic_write_bytes(out / "fig5.json", json.dumps({"images": [runs.example_name(e) for e in examples],
+  files.atomic_write_bytes(out / "fig5.json", json.dumps({"images": [e["name"] for e in examples],
                                                           "rounds": record}, indent=1).encode())
   for r in record:
     print(f"{r['label']:>18}: r = {', '.join(f'{t:.2f}' for t in r['thresholds'])}; pixel share per branch "
@@ -94,4 +89,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
   main()
-  sys.exit(0)

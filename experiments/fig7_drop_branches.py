@@ -4,23 +4,22 @@
     python experiments/fig7_drop_branches.py --workdir /tmp/fig7 --metrics psnr,ssim,mae  # CPU
 
 No retraining: the branches left out get a gate of 0 in the merge z = F_enc + sum_i g_i o_i. The
-subsets are the paper's: all; the lightest alone, then adding heavier ones; the heaviest alone,
-then adding lighter ones. Each is scored on the test split, and shown on its first image. Writes
-<workdir>/fig7/{fig7.md,fig7.json,fig7.png} and one table folder per subset.
+paper's subsets (all; lightest-first; heaviest-first) are scored on the test split and shown on its
+first image in <workdir>/fig7/{fig7.md,fig7.json,fig7.png}.
 """
 
 import json
 import pathlib
-import sys
 
 import jax.numpy as jnp
 import numpy as np
 
+from bambnet_jax.commands import report
 from bambnet_jax.evaluation import evaluate
-import runs
 from bambnet_jax.evaluation import suite as suite_lib
 from bambnet_jax.io import figures
 from bambnet_jax.io import files
+import runs
 
 
 def branch_subsets(num_branches):
@@ -34,13 +33,8 @@ def branch_subsets(num_branches):
   return subsets
 
 
-def gates_of(kept, num_branches):
-  return np.asarray([1.0 if i in kept else 0.0 for i in range(num_branches)], np.float32)
-
-
 def plot(example, outputs, labels, scores):
   plt = figures.pyplot()
-
   panels = [("input view", example["combined"]), ("GT", example["sharp"])]
   panels += [(f"{label}\n{score:.2f} dB", out) for label, out, score in zip(labels, outputs, scores)]
   cols = min(len(panels), 5)
@@ -55,8 +49,7 @@ def plot(example, outputs, labels, scores):
 
 
 def main(argv=None):
-  p = runs.parser(__doc__)
-  args = p.parse_args(argv)
+  args = runs.parser(__doc__).parse_args(argv)
   config = runs.load_config(args)
   workdir = pathlib.Path(args.workdir)
   suite = runs.metric_suite(args)
@@ -65,11 +58,11 @@ def main(argv=None):
   num_branches = len(run.model_config.branch_capacities)
   out = workdir / "fig7"
   results, images_out, image_psnr = {}, [], []
-  example = runs.first_test_images(config, 1)[0]
+  example = report.first_test_scenes(config, 1)[0]
   restore = evaluate.make_restore_fn(run.model_config)
   one = {k: jnp.asarray(example[k])[None] for k in ("left", "right", "combined", "sharp")}
   for label, kept in branch_subsets(num_branches):
-    gates = gates_of(kept, num_branches)
+    gates = np.asarray([float(i in kept) for i in range(num_branches)], np.float32)
     summary = runs.evaluate_run(run, config, suite, out / label.replace("+", "_").replace(" ", "_"),
                                 branch_gates=gates, title=f"Branches kept: {label}")
     results[label] = {"kept": list(kept), **{k: summary[k] for k in suite.image_metrics}}
@@ -78,7 +71,7 @@ def main(argv=None):
     restored = np.asarray(restore(run.deblur_params, None, one, jnp.asarray(gates))["restored"][0])
     images_out.append(restored)
     image_psnr.append(float(10 * np.log10(1.0 / np.mean((restored - example["sharp"]) ** 2))))
-  columns = [m for m in suite.names]
+  columns = suite.names
   lines = ["# Fig. 7: dropping branches from the trained net (test split)", "",
            "| branches kept | " + " | ".join(suite_lib.LABELS[m] for m in columns) + " |",
            "| --- " * (len(columns) + 1) + "|"]
@@ -94,4 +87,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
   main()
-  sys.exit(0)

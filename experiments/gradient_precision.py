@@ -3,13 +3,10 @@
     python experiments/gradient_precision.py                          # both nets, 512x512, batch 2, width 64
     python experiments/gradient_precision.py --size 128 --width 8     # a CPU check
 
-Each net (the paper's, unless --width) gets random DP views and an L1 loss against a random
-target, with a random last conv instead of the zero one of initialisation, so that gradient
-reaches every layer. Its parameter gradients with `model.conv_gradients` "native" (TF32 on a GPU)
-and "float16" (docs/conv_gradients.md) are compared with the native ones under
-`jax.default_matmul_precision("highest")` (float32 products). One JSON line per net and mode: the
-relative Frobenius error of all gradients together, and the median and largest relative error of
-one parameter array's gradient. On a CPU native equals the reference.
+Each net gets random DP views, an L1 loss against a random target and a random last conv (zero at
+initialisation, which would stop the gradient). Its parameter gradients with `model.conv_gradients`
+"native" (TF32 on a GPU) and "float16" (docs/conv_gradients.md) are compared with float32 products.
+One JSON line per net and mode. On a CPU native equals the reference.
 """
 
 import argparse

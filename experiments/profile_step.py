@@ -3,12 +3,9 @@
     python experiments/profile_step.py --cases deblur_b2_bf16,coc_b4_fp32
     python experiments/profile_step.py --cases deblur_b2_fp32 --size 64 --width 8 --steps 2  # CPU check
 
-Each case of `benchmark.py` (its options too) is compiled, warmed up, then `--steps` calls are
-traced with `jax.profiler` (a Perfetto JSON trace, read without extra packages). Per step: the wall
-time, the time some kernel ran on the GPU (the union of kernel intervals), the idle gaps by length,
-the kernels' count and time by kind (convolutions, matmuls, XLA fusions, copies), the ten costliest
-kernels, and the host's costliest work (`host_ms_per_step`, e.g. `cuGraphLaunch`). XLA's cost
-analysis gives the FLOPs and bytes that PERF.md's floors divide by `bench_floors.py`'s rates.
+A case of `benchmark.py` (with its options) is compiled, warmed up, and `--steps` calls are traced
+with `jax.profiler` (Perfetto JSON). Per step: wall time, GPU busy time, idle gaps by length, kernel
+time by kind, the costliest kernels and host work, and XLA's FLOPs and bytes (PERF.md's floors).
 One JSON line per case.
 """
 
@@ -64,8 +61,7 @@ def device_kernels(events):
 
 
 def host_events(events):
-  """Complete events off the GPU's streams (the host's threads), Python frames left out:
-  (duration_us, name). XLA's runtime names its work there, e.g. `cuGraphLaunch`."""
+  """(duration_us, name) of complete events on the host's threads (e.g. `cuGraphLaunch`), no Python frames."""
   streams = _streams(events)[2]
   return [(float(e.get("dur", 0.0)), e.get("name", "?")) for e in events
           if e.get("ph") == "X" and (e.get("pid"), e.get("tid")) not in streams
@@ -109,8 +105,7 @@ IDLE_GAP_BUCKETS_US = (5, 20, 100)
 
 
 def idle_gaps_ms(kernels, steps):
-  """GPU idle time per step between kernels, by gap length: many short gaps mean the host cannot
-  launch kernels as fast as the GPU runs them; a few long ones are host work between calls."""
+  """GPU idle time per step between kernels, by gap length (short gaps: kernel launches lag)."""
   edges = IDLE_GAP_BUCKETS_US + (float("inf"),)
   totals, end = [0.0] * len(edges), None
   for start, dur, _ in sorted(kernels):
@@ -154,17 +149,11 @@ def profile_case(name, args, mesh):
   fn = fn.lower(*fn_args).compile()
   record = {"case": name, "device": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "compile_s": round(time.perf_counter() - start, 1), **cost_model(fn)}
-  for _ in range(3):
-    out = fn(*fn_args)
-    fn_args = benchmark._carry(fn_args, out)  # pylint: disable=protected-access
-  jax.block_until_ready(out)
+  fn_args = benchmark.run_calls(fn, fn_args, 3)
   with tempfile.TemporaryDirectory() as log_dir:
     with jax.profiler.trace(log_dir, create_perfetto_trace=True):
       start = time.perf_counter()
-      for _ in range(args.steps):
-        out = fn(*fn_args)
-        fn_args = benchmark._carry(fn_args, out)  # pylint: disable=protected-access
-      jax.block_until_ready(out)
+      benchmark.run_calls(fn, fn_args, args.steps)
       record["wall_ms_per_step_traced"] = round((time.perf_counter() - start) * 1e3 / args.steps, 3)
     events = load_trace(log_dir)
     kernels, processes, threads = device_kernels(events)
@@ -174,7 +163,6 @@ def profile_case(name, args, mesh):
   if args.dump:
     record["all_kernels"] = kernel_table(kernels, args.steps)
   return record
-
 
 
 def main():

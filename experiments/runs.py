@@ -1,26 +1,18 @@
-"""What the experiment scripts share: a training run made or resumed, its networks, its test set.
-
-Every script in experiments/ takes `--config` (default configs/smoke.py, seconds on a CPU),
-`--workdir`, the metric options of `bambnet eval` and config overrides, trains what it needs
-through `training.train.train` (finished stages are never redone, so scripts share one run), and
-evaluates with `evaluate.evaluate` on the config's full-resolution test split.
+"""What the experiment scripts share: a command line (default config: configs/smoke.py, seconds on a
+CPU), a training run made or resumed (finished stages are never redone), its networks.
 """
 
 import argparse
 import json
 import pathlib
 
-import jax
-
-from bambnet_jax.io import weights as weights_io
-from bambnet_jax.io import config_files
-from bambnet_jax.data import pipeline
 from bambnet_jax.evaluation import evaluate
 from bambnet_jax.evaluation import suite as suite_lib
+from bambnet_jax.io import config_files
+from bambnet_jax.io import weights as weights_io
 from bambnet_jax.parallel import sharding
 from bambnet_jax.training import train as train_lib
 
-DEFAULT_CONFIG = "configs/smoke.py"
 # The metrics of the paper's tables (LPIPS with SqueezeNet, as BaMBNet's code computes it).
 PAPER_METRICS = "psnr,ssim,mae,lpips_squeeze,fid"
 
@@ -28,7 +20,7 @@ PAPER_METRICS = "psnr,ssim,mae,lpips_squeeze,fid"
 def parser(description):
   """The command line every experiment script shares."""
   p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--config", default=DEFAULT_CONFIG, help="configs/<name>.py[:arg] (default: %(default)s)")
+  p.add_argument("--config", default="configs/smoke.py", help="configs/<name>.py[:arg] (default: %(default)s)")
   p.add_argument("--workdir", required=True, help="training runs and results go here")
   p.add_argument("--metrics", default=PAPER_METRICS,
                  help="as `bambnet eval --metrics` (default: %(default)s, the paper's); LPIPS and FID "
@@ -51,7 +43,7 @@ def metric_suite(args):
 
 
 def train(config, workdir):
-  """Trains (or resumes, or finds finished) the COC net, threshold search and deblurring net."""
+  """Trains, resumes or finds finished the COC net, threshold search and deblurring net."""
   train_lib.train(config, workdir)
 
 
@@ -66,15 +58,8 @@ class Run:
     self.coc_params = None
     if coc_dir.is_dir():  # read by the deblurring net's model config
       self.coc_params = weights_io.load_weights(coc_dir, expected_net="coc")[0]
-    progress = json.loads((self.workdir / "progress.json").read_text())["finished"]
-    self.thresholds = progress.get("search", {}).get("thresholds")
     rounds = self.workdir / "search" / "rounds.json"
     self.search_history = json.loads(rounds.read_text()) if rounds.is_file() else []
-
-
-def test_batches(config, mesh=None):
-  """The config's test split in order, as evaluation batches on `mesh` (default: all devices)."""
-  return evaluate.test_batches(config, mesh or sharding.make_mesh())
 
 
 def evaluate_run(run, config, suite, output_dir, branch_gates=None, save_images=0, title="Test set", notes=()):
@@ -82,24 +67,5 @@ def evaluate_run(run, config, suite, output_dir, branch_gates=None, save_images=
   mesh = sharding.make_mesh()
   coc = None if run.coc_params is None else sharding.put_replicated(run.coc_params, mesh)
   return evaluate.evaluate(sharding.put_replicated(run.deblur_params, mesh), coc, run.model_config,
-                           test_batches(config, mesh), output_dir, save_images=save_images, suite=suite,
+                           evaluate.test_batches(config, mesh), output_dir, save_images=save_images, suite=suite,
                            branch_gates=branch_gates, title=title, notes=notes)
-
-
-def first_test_images(config, count):
-  """The first `count` test examples as host arrays (float images in [0, 1])."""
-  images, taken = [], 0
-  for batch in test_batches(config):
-    batch = jax.device_get(batch)
-    for i in range(len(batch["mask"])):
-      if batch["mask"][i] and taken < count:
-        images.append({k: batch[k][i] for k in pipeline.EVAL_KEYS + ("name",) if k in batch})
-        taken += 1
-    if taken >= count:
-      break
-  return images
-
-
-def example_name(example):
-  name = example.get("name", "")
-  return name.decode() if isinstance(name, bytes) else str(name)

@@ -4,27 +4,24 @@
         data.manual_dir=/data/dd_dp_dataset_png
     python experiments/table3_masks.py --workdir /tmp/table3 --metrics psnr,ssim,mae   # CPU, seconds
 
-Two runs of one config: <workdir>/with_masks as the config says, or the run --with-masks-workdir
-names (e.g. the Table I run), and <workdir>/without_masks with deblur.use_masks=False and no
-search (so no COC net either). Both are evaluated on the test split; <workdir>/table3.{md,json}
-holds the table with the paper's numbers beside it.
+Two runs of one config, <workdir>/with_masks (or --with-masks-workdir) and <workdir>/without_masks
+(deblur.use_masks=False, no search, no COC net), scored on the test split into
+<workdir>/table3.{md,json} beside the paper's numbers.
 """
 
 import json
 import pathlib
-import sys
 
-import runs
 from bambnet_jax.evaluation import suite as suite_lib
 from bambnet_jax.io import files
+import runs
 
 PAPER = {"without masks": {"psnr": 26.22, "ssim": 0.815, "mae": 0.036, "lpips_squeeze": 0.151, "fid": 42.34},
          "with masks": {"psnr": 26.40, "ssim": 0.821, "mae": 0.036, "lpips_squeeze": 0.141, "fid": 40.28}}
 WITHOUT_MASKS = ("deblur.use_masks=False", "search.enabled=False")
 
 
-def markdown(results, metric_names):
-  columns = [m for m in metric_names]
+def markdown(results, columns):
   lines = ["# Table III: with and without the defocus masks (combined test set)", "",
            "| model | " + " | ".join(suite_lib.LABELS[m] for m in columns) + " |",
            "| --- " * (len(columns) + 1) + "|"]
@@ -64,4 +61,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
   main()
-  sys.exit(0)

@@ -1,12 +1,15 @@
 """Test set-up: two CPU devices so multi-device code runs without a GPU."""
 
 import pathlib
+import sys
 
 import jax
 import pytest
 
 # Must happen before any JAX backend is initialised.
 jax.config.update("jax_num_cpu_devices", 2)
+# The experiment scripts import their shared module as `runs`, as when run from experiments/.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
 
 DATA_DIR = pathlib.Path(__file__).parent / "data"
 REAL_DP_DIR = DATA_DIR / "real_dp" / "canon_r6m2_flat"

@@ -1,4 +1,4 @@
-"""Outputs survive SIGKILL and a full disk: the old or the new complete file, never part of one (issue 9)."""
+"""Outputs survive SIGKILL and a full disk: the old or the new complete file, never part of one."""
 
 import errno
 import hashlib

@@ -1,4 +1,4 @@
-"""`bambnet deblur`: outputs on a real Canon pair and on mixed folders, and bad inputs (issue 9)."""
+"""`bambnet deblur`: outputs on a real Canon pair and on mixed folders, and bad inputs."""
 
 import errno
 import functools

@@ -1,4 +1,4 @@
-"""One seed, one result: the COC stage is bitwise reproducible across runs, and the seed matters (issue 9)."""
+"""One seed, one result: the COC stage is bitwise reproducible across runs, and the seed matters."""
 
 import pathlib
 

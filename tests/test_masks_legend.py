@@ -1,5 +1,5 @@
 """The masks' and COC map's legends: the report's HTML ones, and the band under `bambnet deblur`'s
-masks image, which stays whole on small images (issue 7).
+masks image, which stays whole on small images.
 
 64 x 64 scenes (configs/quickstart.py) used to show "bran" of every label: the text was drawn
 on one line whatever the image's width. The report shows the masks without that band and writes

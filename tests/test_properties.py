@@ -1,4 +1,4 @@
-"""Properties over many inputs (hypothesis): the reblur loss, pad-and-crop, image decoding (issue 9)."""
+"""Properties over many inputs (hypothesis): the reblur loss, pad-and-crop, image decoding."""
 
 import cv2
 import hypothesis

@@ -1,4 +1,4 @@
-"""`bambnet quickstart` and its HTML report, on a smoke-config training run (issue 7); the report's
+"""`bambnet quickstart` and its HTML report, on a smoke-config training run; the report's
 choice of the zoomed window."""
 
 import base64

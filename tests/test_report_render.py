@@ -1,4 +1,4 @@
-"""The quickstart report renders in headless Chromium as a reader sees it (issue 7).
+"""The quickstart report renders in headless Chromium as a reader sees it.
 
 Training is not what is tested here (tests/test_report.py runs the whole quickstart), so the
 workdir is made directly: random width-8 networks, a few logged curve points, one search round

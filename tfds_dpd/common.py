@@ -1,20 +1,9 @@
 """Features and example building shared by the DP dataset builders (dpdd, dp_captures, dp_synthetic).
 
-Every builder writes the same features so one input pipeline reads them all:
-
-- `left`, `right`, `combined`, `sharp`: 16-bit RGB PNG images (8-bit sources are widened by
-  x257, which maps v/255 exactly onto v*257/65535; single-channel sources are repeated to RGB).
-- `has_sharp`: False when the capture has no all-in-focus target; `sharp` is then a 1x1 black
-  placeholder, so code that ignores the flag fails on the shape instead of training on garbage.
-- `bit_depth`: the bit depth of the source files (8 or 16).
-- `rotated`: True where a portrait capture was rotated to landscape.
-- `scene_type`: indoor / outdoor for DPDD test scenes when the label files are given, else unknown.
-- `origin`: (top, left) of a patch in its (landscape) source image; (0, 0) for full images.
-- `coc` (dp_synthetic only): the signed circle-of-confusion radius in pixels, float32 H x W.
-
-Nothing here imports TensorFlow: images are handed to `tfds.features.Image` as encoded PNG bytes
-(numpy arrays would go through TensorFlow's encoder), records are written as array_record, and
-splits larger than TFDS's in-memory shuffle buffer spill through `shuffle_buckets`.
+Every builder writes the features of `dp_features`, views as 16-bit RGB PNG (8-bit sources x257,
+exactly v/255 -> v*257/65535). Nothing imports TensorFlow: images reach `tfds.features.Image` as
+PNG bytes (arrays would go through TensorFlow's encoder), records are array_record, and splits past
+TFDS's in-memory shuffle buffer spill through `shuffle_buckets`.
 """
 
 import inspect
@@ -31,26 +20,22 @@ from tfds_dpd import shuffle_buckets
 
 IMAGE_KEYS = ("left", "right", "combined", "sharp")
 SCENE_TYPES = ("unknown", "indoor", "outdoor")
-# PNG without deflate: array_record already compresses every record (zstd, TFDS's default), 16-bit
-# photographs barely compress (sensor noise fills the low byte), and inflating took ~3x the
-# decode time of a stored PNG (12 ms vs 3.5 ms for a 512x512x3 patch). Decoding is the input
-# pipeline's main cost, so a deflated PNG is not worth its few percent of disk.
+# Stored PNG: array_record already compresses (zstd), noisy 16-bit photos barely deflate, and
+# inflating took ~3x the decode time (12 ms vs 3.5 ms for a 512x512x3 patch).
 PNG_COMPRESSION = 0
 # np.rot90(k=1) turns counter-clockwise, as the released code's TF.rotate(img, 90) does.
 PORTRAIT_ROTATION_K = 1
 
 
-def _builder_code_path(cls):
-  return epath.Path(inspect.getfile(cls))
-
-
 class DPBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of the DP builders: array_record by default (TFRecord would need TensorFlow)."""
 
-  # TFDS 4.9 finds a builder's folder (README.md, CITATIONS.bib, checksums) through a check that
-  # imports the `importlib_resources` backport, which it does not declare as a dependency; this
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+
+  # TFDS 4.9 finds a builder's folder through the undeclared `importlib_resources` backport; a
   # plain file lookup gives the same answer for packages on disk.
-  code_path = tfds.core.utils.classproperty(classmethod(_builder_code_path))
+  code_path = tfds.core.utils.classproperty(classmethod(lambda cls: epath.Path(inspect.getfile(cls))))
 
   def __init__(self, *, file_format="array_record", **kwargs):
     super().__init__(file_format=file_format, **kwargs)
@@ -63,10 +48,8 @@ class DPBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 class _QuietOwnDatasets(logging.Filter):
   """Drops two TFDS warnings about our datasets that nobody can act on; all others pass.
 
-  - "Using custom data configuration: DpSyntheticConfig(...)": logged each time a builder is made
-    from a config object, as every run does for `config.data.synthetic`.
-  - "Variant folder .../1.0.0 has no dataset_info.json": `is_prepared()` of a dataset not yet
-    prepared, which is how a run decides to prepare it.
+  "Using custom data configuration" (every run's `config.data.synthetic`) and "Variant folder ...
+  has no dataset_info.json" (`is_prepared()` of a dataset a run is about to prepare).
   """
 
   def filter(self, record):
@@ -78,19 +61,17 @@ class _QuietOwnDatasets(logging.Filter):
     return True
 
 
-def _quiet_absl_logger():
-  logger = logging.getLogger("absl")  # TFDS logs through absl.logging
-  if not any(isinstance(f, _QuietOwnDatasets) for f in logger.filters):
-    logger.addFilter(_QuietOwnDatasets())
-
-
-_quiet_absl_logger()
+if not any(isinstance(f, _QuietOwnDatasets) for f in logging.getLogger("absl").filters):
+  logging.getLogger("absl").addFilter(_QuietOwnDatasets())  # TFDS logs through absl.logging
 
 
 def dp_features(with_coc=False):
-  """The FeaturesDict every DP builder writes (plus `coc` for synthetic data)."""
-  image = lambda doc: tfds.features.Image(
-      shape=(None, None, 3), dtype=np.uint16, encoding_format="png", doc=doc)
+  """The FeaturesDict every DP builder writes (plus `coc`, the signed COC in px, for synthetic data).
+
+  `sharp` is a 1x1 black placeholder where `has_sharp` is False, so code ignoring the flag fails on
+  the shape instead of training on garbage.
+  """
+  image = lambda doc: tfds.features.Image(shape=(None, None, 3), dtype=np.uint16, encoding_format="png", doc=doc)
   features = {
       "name": tfds.features.Text(doc="scene (or scene/patch) name"),
       "left": image("left DP view"),
@@ -111,17 +92,13 @@ def dp_features(with_coc=False):
 
 
 def to_uint16_rgb(pixels):
-  """Integer pixels (8/16-bit, 1 or 3 channels) as 16-bit RGB."""
+  """Integer pixels (8/16-bit, H x W x 1 or 3) as 16-bit RGB."""
   pixels = np.asarray(pixels)
   if pixels.dtype == np.uint8:
     pixels = pixels.astype(np.uint16) * np.uint16(257)
   elif pixels.dtype != np.uint16:
     raise ValueError(f"expected uint8 or uint16 pixels, got {pixels.dtype}")
-  if pixels.ndim == 2:
-    pixels = pixels[:, :, None]
-  if pixels.shape[2] == 1:
-    pixels = np.repeat(pixels, 3, axis=2)
-  return pixels
+  return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
 
 
 def encode_png16(pixels):
@@ -151,38 +128,24 @@ def check_same_size(views, paths):
           f"{views[first].shape[:2]}")
 
 
-def average_views(left, right):
-  """The combined image of a DP pair (the mean of the two half-pixel views), rounded."""
-  total = to_uint16_rgb(left).astype(np.uint32) + to_uint16_rgb(right).astype(np.uint32)
-  return ((total + 1) // 2).astype(np.uint16)
-
-
-def make_example(name, views, *, bit_depth, rotated=False, scene_type="unknown",
-                 origin=(0, 0), coc=None):
+def make_example(name, views, *, bit_depth, rotated=False, scene_type="unknown", origin=(0, 0), coc=None):
   """A feature dict from integer views {left, right, combined, sharp (or None)}."""
   has_sharp = views.get("sharp") is not None
   example = {
-      "name": name,
-      "left": encode_png16(views["left"]),
-      "right": encode_png16(views["right"]),
-      "combined": encode_png16(views["combined"]),
+      "name": name, "has_sharp": has_sharp, "bit_depth": int(bit_depth), "rotated": bool(rotated),
+      "scene_type": scene_type, "origin": np.asarray(origin, np.int32),
       "sharp": encode_png16(views["sharp"] if has_sharp else np.zeros((1, 1, 3), np.uint16)),
-      "has_sharp": has_sharp,
-      "bit_depth": int(bit_depth),
-      "rotated": bool(rotated),
-      "scene_type": scene_type,
-      "origin": np.asarray(origin, np.int32),
   }
+  for key in ("left", "right", "combined"):
+    example[key] = encode_png16(views[key])
   if coc is not None:
     example["coc"] = np.asarray(coc, np.float32)
   return example
 
 
-def patch_examples(name, views, origins, patch_size, coc=None, **example_kwargs):
+def patch_examples(name, views, origins, patch_size, **example_kwargs):
   """(key, example) for each patch origin of one scene; keys are `name/top_left`."""
   for top, left in np.asarray(origins).reshape(-1, 2):
-    window = lambda image: None if image is None else patches_lib.crop(image, (top, left), patch_size)
-    patch_views = {key: window(image) for key, image in views.items()}
     patch_name = f"{name}/{int(top):04d}_{int(left):04d}"
-    yield patch_name, make_example(patch_name, patch_views, origin=(top, left), coc=window(coc),
-                                   **example_kwargs)
+    patch_views = {key: patches_lib.crop(image, (top, left), patch_size) for key, image in views.items()}
+    yield patch_name, make_example(patch_name, patch_views, origin=(top, left), **example_kwargs)

@@ -1,15 +1,9 @@
 """TFDS's on-disk shuffle buckets through Python files, so large splits prepare without TensorFlow.
 
-TFDS's writer holds a split's serialised examples in memory up to
-`tensorflow_datasets.core.shuffle.MAX_MEM_BUFFER_SIZE` (1 GB) and, past that, spills them into
-1000 bucket files opened with `tf.io.gfile`, which imports TensorFlow: `dpdd/full` (about 20 GB)
-failed there with "No module named 'tensorflow'". Everything else the writer does is TensorFlow
-free, and the bucket code only needs `GFile`, `exists`, `remove` and an error type from `tf`.
-
-`without_tensorflow()` gives the shuffle module those four through `etils.epath` (plain files for
-local paths, fsspec for cloud ones) while one of our builders prepares, and only where TensorFlow
-is not installed: with TensorFlow, TFDS's own path runs untouched. The bucket format, the hashing
-and the order of the examples are TFDS's, so a dataset prepared either way is the same.
+Past `shuffle.MAX_MEM_BUFFER_SIZE` (1 GB) TFDS spills a split into bucket files opened with
+`tf.io.gfile`, so `dpdd/full` failed with "No module named 'tensorflow'". `without_tensorflow()`
+gives the shuffle module `GFile`, `exists`, `remove` and an error type through `etils.epath`, only
+where TensorFlow is missing; the buckets and example order stay TFDS's, so the dataset is the same.
 """
 
 import contextlib
@@ -37,16 +31,10 @@ def _open(path, mode):
     return epath.Path(path).open(mode)
 
 
-def _remove(path):
-  epath.Path(path).unlink()
-
-
-def _exists(path):
-  return epath.Path(path).exists()
-
-
 _GFILE_STAND_IN = types.SimpleNamespace(
-    io=types.SimpleNamespace(gfile=types.SimpleNamespace(GFile=_open, exists=_exists, remove=_remove)),
+    io=types.SimpleNamespace(gfile=types.SimpleNamespace(
+        GFile=_open, exists=lambda path: epath.Path(path).exists(),
+        remove=lambda path: epath.Path(path).unlink())),
     errors=types.SimpleNamespace(ResourceExhaustedError=_NeverRaised),
 )
 
@@ -56,15 +44,11 @@ _users = 0
 _saved_tf = None
 
 
-def tensorflow_installed():
-  return importlib.util.find_spec("tensorflow") is not None
-
-
 @contextlib.contextmanager
 def without_tensorflow():
   """Within: TFDS's shuffle buckets use `etils.epath` files when TensorFlow is not installed."""
   global _users, _saved_tf
-  if tensorflow_installed():
+  if importlib.util.find_spec("tensorflow") is not None:
     yield
     return
   with _lock:

@@ -1,25 +1,13 @@
 """`bambnet deblur`: restores a user's DP captures, one left/right pair or a folder of pairs.
 
-Per pair, in the output directory (NAME from the pair: its file stem without `_L`, or its folder
-path with `/` flattened to `_`):
-  NAME_restored.png  the restored image at the input's bit depth and channels (.npy for float input);
-                     raw input (black/white levels given) is written between the same levels,
-                     without the vignetting that a flat-field pair removed
-  NAME_coc.npy       the signed COC map the masks come from, float32 px, (H, W, K): K = 3 from the
-                     COC net (one radius per colour channel), 1 from the classical search
-  NAME_coc.png       that map colour-mapped as by `bambnet coc` (the mean over K)
-  NAME_masks.png     the branch masks tinted over the input, a legend band below it
-
-Raw views (`--black-level`/`--white-level`, or a dp_raw.json beside the pair) and a flat-field
-pair are applied by `images.DPReader` before the nets and the COC search see the views.
-
-A pair is computed completely before anything is written, each file is written atomically, and
-if a write fails the pair's files written so far are removed: no pair is ever half-written. In a
-folder run a bad pair is recorded and skipped; the summary names every bad file and the run fails.
+Per pair NAME (file stem without `_L`, or folder path with `/` as `_`): NAME_restored.png (the
+input's bit depth, channels and raw levels; .npy for float input), NAME_coc.npy (signed COC in px,
+(H, W, K): K = 3 from the COC net, 1 from the search), NAME_coc.png (as `bambnet coc` draws it)
+and NAME_masks.png (branch masks over the input, a legend band below). Each pair is written
+atomically, all or nothing; a folder run skips bad pairs and fails at the end, naming them.
 """
 
 import concurrent.futures
-import dataclasses
 import json
 import pathlib
 import re
@@ -49,54 +37,36 @@ class DeblurFailures(ValueError):
   """Some inputs of a folder run were bad; the others' outputs were written."""
 
 
-@dataclasses.dataclass(frozen=True)
-class WeightSources:
-  """Where the networks come from and which thresholds r_1..r_M the masks use (None: default)."""
-  deblur: pathlib.Path
-  coc: pathlib.Path | None
-  thresholds: tuple | None
-
-
-def resolve_weights(weights, coc_weights=None):
-  """`--weights`: a deblurring weights directory, or a training workdir (deblur/weights, coc/weights
-  and the searched thresholds in progress.json). `--coc-weights` overrides the workdir's COC net."""
+def load_deblurrer(weights, coc_weights=None, coc="auto", thresholds=None, **options):
+  """A `Deblurrer` from `--weights`: deblurring weights, or a training workdir (its nets and searched
+  thresholds; `coc_weights`, `thresholds` override). coc: "auto" (the COC net if known, else the
+  search), "network", "search" or "none". options: see `inference.Deblurrer`."""
   if weights is None:
     raise ValueError(NO_WEIGHTS)
-  weights = pathlib.Path(weights)
-  coc_weights = None if coc_weights is None else pathlib.Path(coc_weights)
-  progress = weights / "progress.json"
-  if not ((weights / "deblur").is_dir() or progress.is_file()):
-    return WeightSources(weights, coc_weights, None)
-  deblur = weights / "deblur" / "weights"
-  if not deblur.is_dir():
-    raise weights_io.WeightsError(f"{weights}: a training workdir without deblur/weights "
-                                   "(has the deblur stage finished?)")
-  thresholds = None
-  if progress.is_file():
-    try:
-      record = json.loads(progress.read_text())
-      found = record.get("finished", {}).get("search", {}).get("thresholds")
-    except (ValueError, AttributeError) as e:
-      raise weights_io.WeightsError(f"{progress}: unreadable progress record ({e})") from e
-    if found:
-      thresholds = tuple(float(r) for r in found[:-1])  # the last one is the upper bound r_(M+1)
-  if coc_weights is None and (weights / "coc" / "weights").is_dir():
-    coc_weights = weights / "coc" / "weights"
-  return WeightSources(deblur, coc_weights, thresholds)
-
-
-def load_deblurrer(sources, coc="auto", thresholds=None, **options):
-  """A `Deblurrer` from `WeightSources`; coc: "auto" (the COC net if known, else the search),
-  "network", "search" or "none". `thresholds` overrides the sources'. options: see Deblurrer."""
+  weights = deblur = pathlib.Path(weights)
+  progress, found = weights / "progress.json", None
+  if (weights / "deblur").is_dir() or progress.is_file():  # a training workdir
+    deblur = weights / "deblur" / "weights"
+    if not deblur.is_dir():
+      raise weights_io.WeightsError(f"{weights}: a training workdir without deblur/weights "
+                                     "(has the deblur stage finished?)")
+    if progress.is_file():
+      try:
+        found = json.loads(progress.read_text()).get("finished", {}).get("search", {}).get("thresholds")
+      except (ValueError, AttributeError) as e:
+        raise weights_io.WeightsError(f"{progress}: unreadable progress record ({e})") from e
+    if coc_weights is None and (weights / "coc" / "weights").is_dir():
+      coc_weights = weights / "coc" / "weights"
+  if thresholds is None and found:
+    thresholds = found[:-1]  # the last one is the upper bound r_(M+1)
   if coc not in COC_CHOICES:
     raise ValueError(f"unknown COC source {coc!r}; expected one of {COC_CHOICES}")
-  deblur_params, _, deblur_config = weights_io.load_weights(sources.deblur, expected_net="deblur")
+  deblur_params, _, deblur_config = weights_io.load_weights(deblur, expected_net="deblur")
   coc_params = coc_config = None
-  if coc in ("auto", "network") and sources.coc is not None:
-    coc_params, _, coc_config = weights_io.load_weights(sources.coc, expected_net="coc")
+  if coc in ("auto", "network") and coc_weights is not None:
+    coc_params, _, coc_config = weights_io.load_weights(coc_weights, expected_net="coc")
   return inference.Deblurrer(deblur_params, deblur_config, coc_params, coc_config,
-                             coc_source=None if coc == "auto" else coc,
-                             thresholds=thresholds if thresholds is not None else sources.thresholds, **options)
+                             coc_source=None if coc == "auto" else coc, thresholds=thresholds, **options)
 
 
 def safe_name(text):
@@ -106,10 +76,9 @@ def safe_name(text):
 
 def pair_name(left_path):
   """The output name of a pair given as files: `x_L.png` -> x, `.../capture/l.png` -> capture."""
-  left_path = pathlib.Path(left_path)
-  stem = left_path.stem
+  stem = pathlib.Path(left_path).stem
   if stem.lower() in ("l", "left"):
-    return safe_name(left_path.absolute().parent.name)
+    return safe_name(pathlib.Path(left_path).absolute().parent.name)
   return safe_name(stem[:-2] if stem[-2:] in ("_L", "_l") else stem)
 
 
@@ -117,15 +86,9 @@ def unique_names(names):
   """Appends -2, -3, ... to repeated names, so two pairs never write the same files."""
   seen, unique = {}, []
   for name in names:
-    count = seen.get(name, 0) + 1
-    seen[name] = count
+    seen[name] = count = seen.get(name, 0) + 1
     unique.append(name if count == 1 else f"{name}-{count}")
   return unique
-
-
-def _to_rgb8(image):
-  rgb = images.from_float(image, 8)
-  return np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb
 
 
 def _text_width(text, scale, thickness):
@@ -146,11 +109,8 @@ def _wrap(text, width, scale, thickness):
 
 
 def legend_band(width, thresholds, shares):
-  """(height, width, 3) uint8: per branch a colour swatch, its |COC| range and share.
-
-  The band keeps the image's width: a label that does not fit on one line is wrapped at spaces,
-  and on very narrow images the text shrinks until its longest word fits, so nothing is cut off.
-  """
+  """(height, width, 3) uint8: per branch a colour swatch, its |COC| range and share. Labels wrap at
+  spaces to the image's width, and on very narrow images shrink until their longest word fits."""
   labels = []
   for i, r in enumerate(thresholds):
     span = f"{r:g} <= |COC| < {thresholds[i + 1]:g}" if i + 1 < len(thresholds) else f"|COC| >= {r:g}"
@@ -174,8 +134,7 @@ def legend_band(width, thresholds, shares):
   top = 0
   for colour, lines in wrapped:
     if colour is not None:
-      offset = (line - swatch) // 2
-      band[top + offset:top + offset + swatch, 2:2 + swatch] = colour
+      band[top + (line - swatch) // 2:top + (line + swatch) // 2, 2:2 + swatch] = colour
     for text in lines:
       cv2.putText(band, text, (left, top + (line + ascent - descent) // 2), _FONT, scale, (235, 235, 235), thickness,
                   cv2.LINE_AA)
@@ -183,39 +142,41 @@ def legend_band(width, thresholds, shares):
   return band
 
 
-def masks_overlay(base, branches, thresholds):
-  """The branch of each pixel tinted over `base` ((H, W, C) float in [0, 1]), legend band below.
+def pixel_shares(branches, num_branches):
+  """The share of pixels per branch, then of untinted ones, of a `inference.branch_index` map."""
+  counts = np.bincount(branches.ravel().astype(np.int64) + 1, minlength=num_branches + 1)
+  return np.append(counts[1:], counts[0]) / branches.size
 
-  out = (base8 * (256 - TINT) + colour * TINT) / 256 in branch pixels; untinted where no branch.
-  """
-  base8 = _to_rgb8(base).astype(np.uint16)
+
+def masks_overlay(base, branches, thresholds, legend=True):
+  """The branch of each pixel tinted over `base` ((H, W, C) float in [0, 1]), TINT / 256 of its
+  colour (pixels of no branch untinted), with a legend band below if `legend`."""
+  base8 = images.from_float(base, 8).astype(np.uint16)
+  base8 = np.repeat(base8, 3 // base8.shape[-1], axis=-1)  # grey input: three equal channels
   palette = BRANCH_COLOURS[np.arange(len(thresholds)) % len(BRANCH_COLOURS)]
-  tinted = branches >= 0
-  colour = palette[np.maximum(branches, 0)]
-  blended = (base8 * (256 - TINT) + colour * TINT + 128) >> 8
-  overlay = np.where(tinted[..., None], blended, base8).astype(np.uint8)
-  counts = np.bincount(branches.ravel().astype(np.int64) + 1, minlength=len(thresholds) + 1)
-  shares = np.append(counts[1:], counts[0]) / branches.size  # per branch, then untinted
-  return np.concatenate([overlay, legend_band(branches.shape[1], thresholds, shares)], axis=0)
+  blended = (base8 * (256 - TINT) + palette[np.maximum(branches, 0)] * TINT + 128) >> 8
+  overlay = np.where((branches >= 0)[..., None], blended, base8).astype(np.uint8)
+  if not legend:
+    return overlay
+  band = legend_band(branches.shape[1], thresholds, pixel_shares(branches, len(thresholds)))
+  return np.concatenate([overlay, band], axis=0)
 
 
 def _encoded_outputs(output_dir, name, views, result, thresholds):
   """{path: bytes or array} of one pair (`images.DPViews`), all encoded before anything is written."""
   output_dir = pathlib.Path(output_dir)
   restored = views.encode(result.restored)  # the input files' encoding
-  outputs = {}
   if images.bit_depth_of(restored) is None:  # float input: float output
-    outputs[output_dir / f"{name}_restored.npy"] = restored
+    outputs = {output_dir / f"{name}_restored.npy": restored}
   else:
-    outputs[output_dir / f"{name}_restored.png"] = images.encode_png(restored)
+    outputs = {output_dir / f"{name}_restored.png": images.encode_png(restored)}
   if result.coc is not None:
     shown = result.coc.mean(axis=-1)
     outputs[output_dir / f"{name}_coc.npy"] = result.coc
     outputs[output_dir / f"{name}_coc.png"] = images.encode_png(
         coc_command.colour_map(shown, coc_command.colour_range(shown)))
     combined = (images.to_float(views.left) + images.to_float(views.right)) / 2.0
-    overlay = masks_overlay(combined, result.branches, thresholds)
-    outputs[output_dir / f"{name}_masks.png"] = images.encode_png(overlay)
+    outputs[output_dir / f"{name}_masks.png"] = images.encode_png(masks_overlay(combined, result.branches, thresholds))
   return outputs
 
 
@@ -248,20 +209,17 @@ def run_deblur(output_dir, left=None, right=None, input_dir=None, weights=None, 
                show_progress=True, black_level=None, white_level=None, flat_field=None):
   """Restores one pair (`left`, `right`) or every pair under `input_dir` into `output_dir`.
 
-  tile: None restores each image whole when it fits in device memory, else in 512-px tiles; 0
-    always whole; else tiles of that side. overlap: None for inference.DEFAULT_OVERLAP.
-  black_level, white_level: raw levels (None: from a dp_raw.json beside each pair, else none);
-    flat_field: None or (left, right) flat-field files; see `images.DPReader`.
-  Returns a list with one dict per restored pair: name, input files, written paths.
-  Raises ValueError/OSError (ImageError, WeightsError, ...) for a bad single pair or bad options,
-  before anything is written; DeblurFailures after a folder run in which some inputs were bad.
+  tile, overlap: see `inference.Deblurrer` (overlap None: DEFAULT_OVERLAP). black_level,
+  white_level, flat_field (None or two files): see `images.DPReader`.
+  Returns one dict per restored pair: name, input files, written paths, COC source, thresholds.
+  Raises ValueError/OSError for a bad single pair or bad options before anything is written;
+  DeblurFailures after a folder run in which some inputs were bad.
   """
-
   if (left is None) != (right is None) or (left is None) == (input_dir is None):
     raise ValueError("give either --left and --right (one pair) or --input-dir (a folder of pairs)")
   overlap = inference.DEFAULT_OVERLAP if overlap is None else overlap
   reader = images.DPReader(black_level, white_level, *(flat_field or (None, None)), root=input_dir)
-  deblurrer = load_deblurrer(resolve_weights(weights, coc_weights), coc, thresholds, compute_dtype=dtype,
+  deblurrer = load_deblurrer(weights, coc_weights, coc, thresholds, compute_dtype=dtype,
                              tile=tile, overlap=overlap, batch_size=batch_size,
                              progress=lambda **kw: tqdm.tqdm(leave=False, unit="tile", disable=not show_progress
                                                              or kw["total"] < 2, **kw))
@@ -295,7 +253,8 @@ def run_deblur(output_dir, left=None, right=None, input_dir=None, weights=None, 
         failures.append((getattr(e, "path", f"{pair.left} / {pair.right}"), getattr(e, "problem", str(e))))
         continue
       done.append({"name": name, "left": str(pair.left), "right": str(pair.right),
-                   "outputs": [str(p) for p in written], "coc_source": result.coc_source})
+                   "outputs": [str(p) for p in written], "coc_source": result.coc_source,
+                   "thresholds": list(deblurrer.thresholds)})
   if failures:
     lines = "\n".join(f"  {path}: {problem}" for path, problem in failures)
     raise DeblurFailures(f"{len(failures)} bad input(s); {len(done)} pair(s) restored into {output_dir}:\n{lines}")

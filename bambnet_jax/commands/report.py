@@ -1,11 +1,7 @@
-"""The HTML report of a training workdir (written by `bambnet quickstart`).
+"""The HTML report of a training workdir, written by `bambnet quickstart` as one self-contained file.
 
-The report (`<workdir>/report.html`) is self-contained (every image is a base64 data URI), so it
-can be mailed or attached to an issue as one file. It shows the test metrics of the restored
-images against the blurred combined input, the training curves of every stage, the threshold
-search's rounds, and for the test scenes and the Canon DP captures of tests/data the input beside
-the restored image, zoomed crops of both, the COC map (naming its estimator) and the branch masks
-(report_figures.py).
+Test metrics (restored vs. blurred input), training curves, the threshold search's rounds, and the
+test scenes and Canon DP captures as `bambnet deblur` restores them (report_figures.py).
 """
 
 import html
@@ -16,6 +12,7 @@ import numpy as np
 
 from bambnet_jax.commands import deblur
 from bambnet_jax.commands import report_figures
+from bambnet_jax.data import pipeline
 from bambnet_jax.evaluation import evaluate
 from bambnet_jax.io import figures
 from bambnet_jax.io import files
@@ -27,20 +24,16 @@ _SKIPPED_CURVE_KEYS = ("stage", "step", "steps_per_s", "time", "nonfinite")
 
 
 def write_report(workdir, config, canon=(), num_examples=3):
-  """Writes `<workdir>/report.html` from a finished training workdir and returns its path.
-
-  canon: what `deblur.run_deblur` returned for the Canon DP captures (none: the section says so).
-  """
+  """Writes `<workdir>/report.html` of a finished training workdir; canon: `deblur.run_deblur`'s
+  results for the Canon DP captures. Returns the page's path."""
   workdir = pathlib.Path(workdir)
   summary = json.loads((workdir / "eval" / "metrics.json").read_text())
-  # The thresholds `bambnet deblur` draws the masks with: the searched ones, else its defaults.
-  thresholds = deblur.load_deblurrer(deblur.resolve_weights(workdir), coc="none").thresholds
   sections = [
       _section("Test metrics: restored vs. blurred input", _metrics_table(summary["groups"])),
       _section("Training curves", _curves_html(workdir / "metrics.jsonl")),
       _section("Threshold search", _rounds_html(workdir / "search")),
-      _section("Test scenes", _examples_html(workdir, config, num_examples, thresholds)),
-      _section("Real Canon DP captures", _canon_html(canon, thresholds)),
+      _section("Test scenes", _examples_html(workdir, config, num_examples)),
+      _section("Real Canon DP captures", _canon_html(canon)),
   ]
   title = f"BaMBNet report: {html.escape(workdir.name)}"
   document = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
@@ -96,8 +89,7 @@ def curve_png(stage, curves):
   keys = sorted(curves, key=lambda k: k != "loss")  # the loss first: it is what was optimised
   fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
   for ax, key in zip(axes[0], keys):
-    steps, values = curves[key]
-    ax.plot(steps, values, marker=".")
+    ax.plot(*curves[key], marker=".")  # (steps, values)
     ax.set_title(f"{stage}: {key}", fontsize=9)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
@@ -118,7 +110,6 @@ def _rounds_html(search_dir):
     return "<p>No threshold search rounds (search disabled or not yet run).</p>"
   text = ""
   if (search_dir / "rounds.json").exists():
-    # One row per round; the per-bin errors behind each choice are in rounds.json and the plot.
     fmt = lambda values: ", ".join(f"{float(v):g}" for v in values)
     rows = "".join(f"<tr><td>{r.get('round', i + 1)}</td><td>{r.get('step', '')}</td>"
                    f"<td>{html.escape(fmt(r.get('thresholds_before', [])))}</td>"
@@ -129,40 +120,36 @@ def _rounds_html(search_dir):
   return report_figures.img(png.read_bytes(), "big", "threshold rounds") + text
 
 
-def _test_scenes(config, count):
-  """The first `count` test scenes as host arrays (left, right, sharp, name)."""
+def first_test_scenes(config, count):
+  """The first `count` test scenes as dicts of float32 host arrays (`pipeline.EVAL_KEYS`) and name."""
   scenes = []
   for batch in evaluate.test_batches(config, sharding.make_mesh()):
-    mask = np.asarray(batch["mask"])
-    for i in np.flatnonzero(mask):
+    for i in np.flatnonzero(np.asarray(batch["mask"])):
       name = batch["name"][i]
-      name = name.decode() if isinstance(name, bytes) else str(name)
-      scenes.append({k: np.asarray(batch[k][i], np.float32) for k in ("left", "right", "sharp")}
-                    | {"name": name})
+      scenes.append({k: np.asarray(batch[k][i], np.float32) for k in pipeline.EVAL_KEYS}
+                    | {"name": name.decode() if isinstance(name, bytes) else str(name)})
       if len(scenes) == count:
         return scenes
   return scenes
 
 
-def _examples_html(workdir, config, count, thresholds):
+def _examples_html(workdir, config, count):
   """Restores `count` test scenes with `bambnet deblur` and shows each beside its ground truth."""
   out_dir, in_dir = workdir / "examples", workdir / "examples" / "inputs"
-  scenes = _test_scenes(config, count)
+  scenes = first_test_scenes(config, count)
   if not scenes:
     return "<p>No test scenes.</p>"
   for index, scene in enumerate(scenes):
     # 16-bit inputs keep the test scene's precision.
     images.write_png(in_dir / f"scene{index}_L.png", images.from_float(scene["left"], 16))
     images.write_png(in_dir / f"scene{index}_R.png", images.from_float(scene["right"], 16))
-  # One folder run: the networks are loaded and compiled once, and the COC map and masks are
-  # exactly what a user of the command sees.
+  # One folder run: the networks compile once, and the page shows what a user of the command sees.
   results = {r["name"]: r for r in deblur.run_deblur(out_dir, input_dir=in_dir, weights=workdir, show_progress=False)}
-  return "\n".join(report_figures.capture_html(scene["name"], results[f"scene{index}"], thresholds,
-                                               [("ground truth", scene["sharp"])])
-                   for index, scene in enumerate(scenes))
+  return "\n".join(report_figures.capture_html(s["name"], results[f"scene{i}"], [("ground truth", s["sharp"])])
+                   for i, s in enumerate(scenes))
 
 
-def _canon_html(results, thresholds):
+def _canon_html(results):
   if not results:
     return "<p>No Canon DP captures were restored (tests/data not present).</p>"
-  return "\n".join(report_figures.capture_html(r["name"], r, thresholds) for r in results)
+  return "\n".join(report_figures.capture_html(r["name"], r) for r in results)

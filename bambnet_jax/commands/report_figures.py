@@ -1,10 +1,6 @@
-"""The report's figure of one restored DP capture, built from what `bambnet deblur` wrote for it.
-
-Per capture, one row compares the input (L+R)/2 with the restored image (and the ground truth of
-a test scene) at one size; a box marks the window with the most detail, and the row below shows
-that window of each, enlarged with nearest-neighbour scaling so single pixels can be compared.
-Then the COC map, naming the estimator that drew it, and the branch masks, each with its legend
-as HTML text beneath it.
+"""The report's figure of one DP capture restored by `bambnet deblur`: the input (L+R)/2 beside the
+restored image (and a test scene's ground truth), their most detailed window enlarged pixel by
+pixel, the COC map naming its estimator, and the branch masks, with HTML legends.
 """
 
 import base64
@@ -52,27 +48,15 @@ class Crop:
     window = image[self.top:self.top + self.side, self.left:self.left + self.side]
     return np.repeat(np.repeat(window, self.zoom, axis=0), self.zoom, axis=1)
 
-  def box_style(self, height, width):
-    """CSS placing the window's outline over the full view, in percent (any display size)."""
-    return (f"left:{100 * self.left / width:.3f}%;top:{100 * self.top / height:.3f}%;"
-            f"width:{100 * self.side / width:.3f}%;height:{100 * self.side / height:.3f}%")
-
 
 def display_width(width, columns=2):
-  """On-page width of a full view in a row of `columns`: shrunk to fit, or enlarged by a whole
-  factor (pixelated, so a scene's pixels stay visible and square)."""
+  """On-page width of a full view in a row of `columns`: shrunk to fit, or enlarged a whole factor."""
   room = min(VIEW_WIDTH, (ROW_WIDTH + GAP) // columns - GAP)
-  if width >= room:
-    return room
-  return width * max(1, min(MAX_ENLARGE, room // width))
+  return room if width >= room else width * max(1, min(MAX_ENLARGE, room // width))
 
 
 def detail_window(image, side):
-  """(top, left) of the side x side window of (H, W, C) `image` with the most gradient energy.
-
-  Taken from the input, not the output: the same window whatever the network, so two reports
-  compare like for like, and it holds edges and texture, where blur and its removal show.
-  """
+  """(top, left) of the side x side window of (H, W, C) `image` with the most gradient energy."""
   grey = np.asarray(image, np.float64).mean(axis=-1)
   energy = np.zeros_like(grey)
   energy[:, 1:] += np.diff(grey, axis=1) ** 2
@@ -84,8 +68,7 @@ def detail_window(image, side):
 
 
 def choose_crop(image, columns=2):
-  """The zoomed window of an (H, W, C) input: its most detailed square, shown at about the
-  width of the full view above it (in a row of `columns`)."""
+  """The zoomed window of an (H, W, C) input: its most detailed square, about as wide as its view."""
   height, width = image.shape[:2]
   side = min(int(np.clip(min(height, width) // 2, *CROP_SIDE)), height, width)
   zoom = int(np.clip(display_width(width, columns) // side, *CROP_ZOOM))
@@ -97,14 +80,11 @@ def png8(image):
   return images.encode_png(images.from_float(np.clip(image, 0.0, 1.0), 8))
 
 
-def data_uri(png):
-  """A PNG's bytes as an <img> source that needs no file beside the page."""
-  return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
 def img(png, css_class, alt, style=""):
+  """An <img> of PNG bytes, inline as a data URI: the page needs no file beside it."""
   style = f" style='{style}'" if style else ""
-  return f"<img class='{css_class}' alt='{html.escape(alt)}'{style} src='{data_uri(png)}'>"
+  data = base64.b64encode(png).decode("ascii")
+  return f"<img class='{css_class}' alt='{html.escape(alt)}'{style} src='data:image/png;base64,{data}'>"
 
 
 def coc_legend_html(vmax, stops=11):
@@ -119,10 +99,7 @@ def coc_legend_html(vmax, stops=11):
 
 
 def masks_legend_html(thresholds, shares):
-  """Per branch a colour swatch, its blur range r_i <= blur < r_(i+1) and its share of the pixels.
-
-  thresholds: r_1..r_M (the last branch is open above); shares: per branch, then untinted.
-  """
+  """Per branch r_1..r_M a colour swatch, its blur range and its share (shares: then untinted)."""
   px = lambda r: f"{r:.3g}"  # searched thresholds carry float noise (0.294531)
   rows = []
   for i, r in enumerate(thresholds):
@@ -139,23 +116,21 @@ def masks_legend_html(thresholds, shares):
 
 def branch_shares(coc, thresholds):
   """The share of pixels per branch, then of untinted ones, as `bambnet deblur` routes them."""
-  branches = inference.branch_index(coc, thresholds)
-  counts = np.bincount(branches.ravel().astype(np.int64) + 1, minlength=len(thresholds) + 1)
-  return np.append(counts[1:], counts[0]) / branches.size
+  return deblur.pixel_shares(inference.branch_index(coc, thresholds), len(thresholds))
 
 
 def _figure(body, caption, width):
   return f"<figure style='width:{width}px'>{body}<figcaption>{caption}</figcaption></figure>"
 
 
-def _maps_html(outputs, estimator, shape, shown, thresholds):
+def _maps_html(outputs, estimator, combined, shown, thresholds):
   """The COC map and the branch masks at the views' size, with the legends beneath them."""
   if "coc.npy" not in outputs:
     return "<p class='note'>No COC map: the COC estimator was turned off (--coc none).</p>"
   coc = np.load(outputs["coc.npy"])
-  css_class, style = ("map enlarged" if shown > shape[1] else "map"), f"width:{shown}px"
-  # deblur's masks image has a bitmap legend band below the scene; the page's legend is text.
-  masks = images.encode_png(images.read_image(outputs["masks.png"])[:shape[0]])
+  css_class, style = ("map enlarged" if shown > combined.shape[1] else "map"), f"width:{shown}px"
+  branches = inference.branch_index(coc, thresholds)
+  masks = images.encode_png(deblur.masks_overlay(combined, branches, thresholds, legend=False))
   coc_caption = (f"COC map, drawn by the <b class='estimator'>{html.escape(estimator)}</b>"
                  + coc_legend_html(coc_command.colour_range(coc.mean(axis=-1))))
   masks_caption = "branch masks (from that COC map)" + masks_legend_html(thresholds, branch_shares(coc, thresholds))
@@ -164,21 +139,21 @@ def _maps_html(outputs, estimator, shape, shown, thresholds):
           + _figure(img(masks, css_class, "branch masks", style), masks_caption, width) + "</div>")
 
 
-def capture_html(title, result, thresholds, extra_views=()):
-  """The figure of one pair restored by `deblur.run_deblur` (`result`: one of its returned dicts).
-
-  extra_views: (caption, float image) shown after the input and the restored image, e.g. the
-  ground truth of a test scene. thresholds: r_1..r_M the masks were drawn with.
-  """
+def capture_html(title, result, extra_views=()):
+  """The figure of one pair restored by `deblur.run_deblur` (`result`: one of its returned dicts);
+  extra_views: (caption, float image) after the input and the restored image, e.g. ground truth."""
   outputs = {pathlib.Path(p).name[len(result["name"]) + 1:]: pathlib.Path(p) for p in result["outputs"]}
   left, right = images.read_dp_pair(result["left"], result["right"])
+  # The window is chosen on the input: reports of one capture compare the same window.
   combined = (images.to_float(left) + images.to_float(right)) / 2.0
   restored = images.to_float(images.read_image(outputs.get("restored.png") or outputs["restored.npy"]))
   views = [("input (L+R)/2", combined), ("restored", restored), *extra_views]
   height, width = combined.shape[:2]
   crop, shown = choose_crop(combined, len(views)), display_width(width, len(views))
   css_class = "view enlarged" if shown > width else "view"
-  box = f"<div class='roi' style='{crop.box_style(height, width)}'></div>"
+  # The window's outline over the full view, in percent: right at any display size.
+  box = (f"<div class='roi' style='left:{100 * crop.left / width:.3f}%;top:{100 * crop.top / height:.3f}%;"
+         f"width:{100 * crop.side / width:.3f}%;height:{100 * crop.side / height:.3f}%'></div>")
   full = "".join(_figure(f"<div class='frame'>{img(png8(v), css_class, c, f'width:{shown}px')}{box}</div>",
                          html.escape(c), shown) for c, v in views)
   zoomed = "".join(_figure(img(png8(crop.of(v)), "zoom", f"{c}, zoomed"), f"{html.escape(c)}, {crop.zoom}x", shown)
@@ -187,7 +162,7 @@ def capture_html(title, result, thresholds, extra_views=()):
   about = (f"{width} x {height}, {f'{depth}-bit' if depth else 'float'}; the box marks the {crop.side} x "
            f"{crop.side} px window with the most detail in the input, shown below {crop.zoom}x")
   estimator = ESTIMATORS.get(result["coc_source"], result["coc_source"])
-  maps = _maps_html(outputs, estimator, (height, width), shown, thresholds)
+  maps = _maps_html(outputs, estimator, combined, shown, result["thresholds"])
   return (f"<div class='capture' data-name='{html.escape(result['name'])}'><h3>{html.escape(title)}</h3>"
           f"<p class='note'>{about}</p><div class='compare views'>{full}</div>"
           f"<div class='compare crops'>{zoomed}</div>{maps}</div>")

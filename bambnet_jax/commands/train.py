@@ -11,10 +11,8 @@ from bambnet_jax.training import train
 
 
 def train_and_evaluate(config, workdir, stop_after=None):
-  """Runs (or resumes) every stage and the evaluation; returns the evaluation summary.
-
-  `stop_after` ("coc", "search" or "deblur") ends the run after that stage, with no evaluation.
-  """
+  """Runs (or resumes) every stage and the evaluation; returns its summary. `stop_after` ("coc",
+  "search" or "deblur") ends the run after that stage, with no evaluation."""
   run = train.train(config, workdir, stop_after)
   if stop_after is not None:
     return None

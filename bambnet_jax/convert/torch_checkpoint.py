@@ -1,20 +1,14 @@
 """Import of the official BaMBNet PyTorch checkpoints (SPEC section 2) into Flax parameters.
 
-Key layout of the released model (`layer{s}.{i}` is stage s = 1..8 of branch i):
-  head.0, tail_hard.0                      head and tail convs
-  layer{s}.0.0                             branch 0's 1x1 conv
-  layer{s}.{i}.0.body.{j}.body.{0,2}       RCAB j's two 3x3 convs (branch i >= 1)
-  layer{s}.{i}.0.body.{j}.body.3.conv_du.{0,2}   its channel attention (squeeze, excite)
-  layer{s}.{i}.0.body.{n}                  the residual group's closing conv
-The deblurring and COC checkpoints share these keys, so the caller says which network a file holds.
-The released code works in BGR (OpenCV, never converted); this project works in RGB, so the head's
-input channels (within each view) and the tail's output channels are reversed on import.
-
-Only this module needs PyTorch, and only to unpickle the file.
+The released keys (`layer{s}.{i}` is stage s = 1..8 of branch i) are mapped in `_key_plan`; the
+deblurring and COC checkpoints share them, so the caller says which network a file holds. The
+released code works in BGR (OpenCV), this project in RGB: the head's input channels (within each
+view) and the tail's output channels are reversed on import. PyTorch is needed only to unpickle.
 """
 
 import re
 
+from flax import traverse_util
 import numpy as np
 
 from bambnet_jax.io import weights as weights_io
@@ -23,6 +17,9 @@ from bambnet_jax.models import wiring
 from bambnet_jax.models import networks
 
 _BGR_TO_RGB = np.array([2, 1, 0])
+# An RCAB's convs: Flax path within `rcab_{j}` -> PyTorch key within `body.{j}.body`.
+_RCAB_KEYS = {("conv_0",): "0", ("conv_1",): "2", ("attention", "squeeze"): "3.conv_du.0",
+              ("attention", "excite"): "3.conv_du.2"}
 
 
 class CheckpointFormatError(ValueError):
@@ -36,8 +33,7 @@ def read_state_dict(path):
   except ImportError as e:
     raise ImportError("convert-torch needs PyTorch: pip install -e '.[torch]'") from e
   try:
-    # weights_only: never execute code from a downloaded pickle.
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = torch.load(path, map_location="cpu", weights_only=True)  # never run a downloaded pickle's code
   except FileNotFoundError:
     raise
   except Exception as e:
@@ -45,29 +41,22 @@ def read_state_dict(path):
   state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
   if not isinstance(state, dict) or not state:
     raise CheckpointFormatError(f"{path}: no state_dict inside")
-  arrays = {}
-  for key, value in state.items():
-    if not hasattr(value, "detach"):
-      raise CheckpointFormatError(f"{path}: entry {key!r} is not a tensor")
-    arrays[key.removeprefix("module.")] = value.detach().cpu().float().numpy()
-  return arrays
+  not_tensors = [key for key, value in state.items() if not hasattr(value, "detach")]
+  if not_tensors:
+    raise CheckpointFormatError(f"{path}: entry {not_tensors[0]!r} is not a tensor")
+  return {key.removeprefix("module."): value.detach().cpu().float().numpy() for key, value in state.items()}
 
 
 def infer_model_config(state_dict, source="<state_dict>"):
-  """The architecture a state dict holds: width from the head, RCABs per group from layer1's keys."""
+  """The architecture a state dict holds: width from the head, n RCABs per group (capacity 3n + 1) from layer1."""
   if "head.0.weight" not in state_dict:
     raise CheckpointFormatError(f"{source}: missing key 'head.0.weight'; not a BaMBNet checkpoint")
-  width = state_dict["head.0.weight"].shape[0]
   branch_ids = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"layer1\.(\d+)\.", k))})
   if not branch_ids or branch_ids != list(range(len(branch_ids))):
     raise CheckpointFormatError(f"{source}: branches under 'layer1.' are {branch_ids}; expected 0..M-1")
-  capacities = []
-  for i in branch_ids:
-    rcabs = {int(m.group(1)) for k in state_dict
-             if (m := re.match(rf"layer1\.{i}\.0\.body\.(\d+)\.body\.0\.weight$", k))}
-    # Capacity k gives floor(k / 3) RCABs; 3n + 1 reproduces the paper's (1, 4, 7, 10).
-    capacities.append(3 * len(rcabs) + 1)
-  return networks.model_config(width=width, branch_capacities=capacities)
+  capacities = [3 * sum(bool(re.match(rf"layer1\.{i}\.0\.body\.\d+\.body\.0\.weight$", k)) for k in state_dict) + 1
+                for i in branch_ids]
+  return networks.model_config(width=state_dict["head.0.weight"].shape[0], branch_capacities=capacities)
 
 
 def _conv(state_dict, key):
@@ -77,24 +66,19 @@ def _conv(state_dict, key):
 
 def _key_plan(config):
   """Every Flax parameter path (tuple) with the PyTorch conv prefix it comes from."""
-  plan = {("head",): "head.0", ("tail",): "tail_hard.0"}
+  plan = {("tail",): "tail_hard.0"}
   for i, capacity in enumerate(config.branch_capacities):
     n = branches.blocks_per_group(capacity)
     for s in range(1, wiring.NUM_STAGES + 1):
-      torch_prefix = f"layer{s}.{i}.0"
-      flax_prefix = ("body", f"branch_{i}", f"stage_{s}")
+      torch_prefix, flax_prefix = f"layer{s}.{i}.0", ("body", f"branch_{i}", f"stage_{s}")
       if n == 0:
         plan[flax_prefix] = torch_prefix
         continue
       for j in range(n):
-        rcab = f"{torch_prefix}.body.{j}"
-        plan[flax_prefix + (f"rcab_{j}", "conv_0")] = f"{rcab}.body.0"
-        plan[flax_prefix + (f"rcab_{j}", "conv_1")] = f"{rcab}.body.2"
-        plan[flax_prefix + (f"rcab_{j}", "attention", "squeeze")] = f"{rcab}.body.3.conv_du.0"
-        plan[flax_prefix + (f"rcab_{j}", "attention", "excite")] = f"{rcab}.body.3.conv_du.2"
+        for path, suffix in _RCAB_KEYS.items():
+          plan[flax_prefix + (f"rcab_{j}",) + path] = f"{torch_prefix}.body.{j}.body.{suffix}"
       plan[flax_prefix + ("conv_out",)] = f"{torch_prefix}.body.{n}"
-  # The head is "body/head" in the Flax tree.
-  plan[("body", "head")] = plan.pop(("head",))
+  plan[("body", "head")] = "head.0"
   return plan
 
 
@@ -108,25 +92,18 @@ def state_dict_to_params(state_dict, net, config, source="<state_dict>"):
         f"{source}: keys do not match the architecture (width {config.width}, capacities "
         f"{tuple(config.branch_capacities)}): missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
         f"unexpected {extra[:5]}{' ...' if len(extra) > 5 else ''}")
-  shapes = networks.param_shapes(net, config)
+  shapes = traverse_util.flatten_dict(networks.param_shapes(net, config))
   params = {}
   for path, prefix in plan.items():
-    want = shapes
-    for name in path:
-      want = want[name]
-    conv = _conv(state_dict, prefix)
+    params[path] = _conv(state_dict, prefix)
     for leaf, suffix, to_torch in (("kernel", "weight", (0, 3, 1, 2)), ("bias", "bias", (0,))):
-      if conv[leaf].shape != want[leaf].shape:
-        needed = tuple(int(want[leaf].shape[axis]) for axis in to_torch)
+      want = shapes[path + (leaf,)].shape
+      if params[path][leaf].shape != want:
         raise CheckpointFormatError(f"{source}: {prefix}.{suffix} has shape {state_dict[f'{prefix}.{suffix}'].shape}, "
-                                    f"the architecture needs {needed}")
-    node = params
-    for name in path[:-1]:
-      node = node.setdefault(name, {})
-    node[path[-1]] = conv
+                                    f"the architecture needs {tuple(int(want[axis]) for axis in to_torch)}")
+  params = traverse_util.unflatten_dict(params)
   head, tail = params["body"]["head"], params["tail"]  # OHWI: input channels last, outputs first
-  views = head["kernel"].shape[-1] // 3
-  head["kernel"] = head["kernel"][..., np.concatenate([_BGR_TO_RGB + 3 * v for v in range(views)])]
+  head["kernel"] = head["kernel"][..., np.concatenate([_BGR_TO_RGB + v for v in range(0, head["kernel"].shape[-1], 3)])]
   tail["kernel"], tail["bias"] = tail["kernel"][_BGR_TO_RGB], tail["bias"][_BGR_TO_RGB]
   return params
 

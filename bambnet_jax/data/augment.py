@@ -1,13 +1,9 @@
 """Augmentation that keeps dual-pixel geometry: random crops and DP-correct flips.
 
-Examples are dicts of NumPy arrays; the spatial ones (images H x W x C and the COC map H x W or
-H x W x C) are transformed together, everything else passes through.
-
-The DP disparity is horizontal: in front of the focal plane the right view is shifted left
-relative to the left view. Mirroring left-right reverses that shift, so a horizontal flip must
-also swap the two views; then the signed COC keeps its sign (only its map is mirrored). A
-vertical flip does not touch the disparity. There are no 90-degree rotations: they would turn the
-disparity vertical, which no DP sensor produces.
+The spatial arrays of an example dict (images H x W x C, the COC map) are transformed together.
+The DP disparity is horizontal, so a left-right mirror reverses it: a horizontal flip also swaps
+the two views (the signed COC keeps its sign). No 90-degree rotations: no DP sensor has a
+vertical disparity.
 """
 
 import numpy as np
@@ -15,41 +11,33 @@ import numpy as np
 SPATIAL_KEYS = ("left", "right", "combined", "sharp", "coc")
 
 
-def _spatial(example):
-  return [key for key in SPATIAL_KEYS if key in example]
+def _map_spatial(example, fn):
+  return {key: fn(value) if key in SPATIAL_KEYS else value for key, value in example.items()}
 
 
 def flip_horizontal(example):
   """Mirrors every spatial array left-right and swaps the left and right views."""
-  flipped = dict(example)
-  for key in _spatial(example):
-    flipped[key] = example[key][:, ::-1]
-  if "left" in example or "right" in example:
-    if "left" not in example or "right" not in example:
-      raise ValueError("a horizontal DP flip needs both the left and the right view")
+  if ("left" in example) != ("right" in example):
+    raise ValueError("a horizontal DP flip needs both the left and the right view")
+  flipped = _map_spatial(example, lambda x: x[:, ::-1])
+  if "left" in example:
     flipped["left"], flipped["right"] = flipped["right"], flipped["left"]
   return flipped
 
 
 def flip_vertical(example):
   """Mirrors every spatial array top-bottom (no view swap: the disparity is horizontal)."""
-  flipped = dict(example)
-  for key in _spatial(example):
-    flipped[key] = example[key][::-1]
-  return flipped
+  return _map_spatial(example, lambda x: x[::-1])
 
 
 def crop(example, top, left, height, width):
   """The same window of every spatial array."""
-  cropped = dict(example)
-  for key in _spatial(example):
-    cropped[key] = example[key][top:top + height, left:left + width]
-  return cropped
+  return _map_spatial(example, lambda x: x[top:top + height, left:left + width])
 
 
 def spatial_shape(example):
   """(height, width) shared by the spatial arrays; raises if they disagree."""
-  shapes = {key: example[key].shape[:2] for key in _spatial(example)}
+  shapes = {key: example[key].shape[:2] for key in SPATIAL_KEYS if key in example}
   if not shapes:
     raise ValueError(f"example has none of the spatial keys {SPATIAL_KEYS}: {sorted(example)}")
   if len(set(shapes.values())) != 1:

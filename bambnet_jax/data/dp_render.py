@@ -1,16 +1,10 @@
 """Dual-pixel image formation for synthetic scenes (SPEC sections 3 and 9), NumPy/SciPy on one core.
 
-A layer at signed COC b is imaged into the left view by convolution with the left PSF at b and into
-the right view with its mirror image. For PSF "disk" the left PSF is the tent-weighted blend of the
-SPEC's kernels, sum_s max(0, 1 - |b - s|) K_s (K_s = K+_s for s >= 0, K-_|s| below), exactly the
-blend the reblur loss uses, so the loss vanishes at the true COC of a constant-depth region. Where
-b varies across a layer (a slanted plane) each pixel gathers the integer-radius images with its
-own tent weights, the same per-pixel blend as the loss.
-
-Layers are composited far to near with premultiplied colour: each layer's colour*alpha and alpha
-are blurred with the same PSF, and the layer covers what lies behind by its blurred alpha. The
-colour is thereby normalised by the blurred coverage, so depth edges get no dark halo, and far
-layers are rendered whole (not cut out by nearer ones) so no gap opens behind an object's blur.
+A layer at signed COC b is blurred into the left view by the left PSF at b and into the right view
+by its mirror image. For PSF "disk" that is the reblur loss's own tent blend of the SPEC's kernels,
+sum_s max(0, 1 - |b - s|) K_s, per pixel where b varies, so the loss vanishes at the true COC.
+Layers are composited far to near with premultiplied colour (colour*alpha and alpha blurred alike):
+depth edges get no dark halo, and no gap opens behind an object's blur.
 """
 
 import numpy as np
@@ -22,9 +16,8 @@ from bambnet_jax.losses import dp_kernels
 def rim_kernel_plus(radius, strength=1.0):
   """A disk PSF with a bright rim, weighted by the translating-disk ramp (Abuolaim et al. 2021).
 
-  The rim is the magnitude of a Butterworth high-pass of the disk (its edge), added to the disk
-  with relative height `strength`, then softened by a 0.5 px Gaussian; the column ramp is that of
-  K+_R. Symmetric top-bottom like K+_R, so the right view's PSF is again the mirror image.
+  The rim (a Butterworth high-pass of the disk, relative height `strength`) is added to the disk and
+  softened by a 0.5 px Gaussian; the column ramp is K+_R's, so it stays symmetric top-bottom.
   """
   radius = int(radius)
   if radius == 0:
@@ -65,8 +58,7 @@ def blended_psf(family, coc):
   """sum_s max(0, 1 - |b - s|) family(s): the PSF at a real signed COC b."""
   low = int(np.floor(coc))
   t = coc - low
-  parts = [(1.0 - t, family(low)), (t, family(low + 1))]
-  parts = [(w, k) for w, k in parts if w > 0]
+  parts = [(w, family(s)) for w, s in ((1.0 - t, low), (t, low + 1)) if w > 0]
   size = max(k.shape[0] for _, k in parts)
   psf = np.zeros((size, size))
   for w, k in parts:
@@ -86,12 +78,10 @@ def _kernel_spectrum(kernel, shape):
 
 
 def blur_views(planes, coc, family, max_radius):
-  """Left and right views of one layer: planes (C, h, w) blurred at the signed COC `coc`.
+  """Left and right views of planes (C, h, w) blurred at `coc`, a float or an (h, w) map; zero outside.
 
-  `coc` is a float (constant depth: one blended PSF) or an (h, w) map (each pixel blends the
-  integer-radius images with its own tent weights). Linear convolution with zero outside the
-  planes. The right PSF is the left one mirrored; as every PSF here is symmetric top-bottom, that
-  is a 180-degree turn, whose spectrum is the conjugate, so both views share each kernel FFT.
+  Every PSF here is symmetric top-bottom, so the mirrored right PSF is a 180-degree turn whose
+  spectrum is the conjugate: both views share each kernel FFT.
   """
   channels, height, width = planes.shape
   shape = (dp_kernels.fast_fft_length(height + max_radius + 1),
@@ -104,18 +94,13 @@ def blur_views(planes, coc, family, max_radius):
     return views[:, :, :height, :width]
 
   if np.ndim(coc) == 0:
-    left, right = both_views(blended_psf(family, float(coc)))
-    return left, right
-  left = np.zeros((channels, height, width), np.float32)
-  right = np.zeros((channels, height, width), np.float32)
+    return tuple(both_views(blended_psf(family, float(coc))))
+  views = np.zeros((2, channels, height, width), np.float32)
   for s in range(int(np.floor(coc.min())), int(np.floor(coc.max())) + 2):
     weight = np.maximum(0.0, 1.0 - np.abs(coc - s)).astype(np.float32)
-    if not weight.any():
-      continue
-    views = both_views(family(s))
-    left += weight * views[0]
-    right += weight * views[1]
-  return left, right
+    if weight.any():
+      views += weight * both_views(family(s))
+  return tuple(views)
 
 
 def srgb_to_linear(x):
@@ -131,9 +116,7 @@ def linear_to_srgb(x):
 def vignetting_gains(width, strength):
   """Complementary horizontal gains (left view, right view), each 1 -+ strength/2 at the edges.
 
-  The left view is the brighter one towards the right edge of the frame, as in the Canon pairs of
-  the test data (their small residual ratio L/R rises from 0.997 on the left to 1.004 on the
-  right after the camera's own correction).
+  The left view is brighter towards the right edge, as in the test data's Canon pairs.
   """
   u = np.linspace(-0.5, 0.5, width, dtype=np.float32)
   return 1.0 + strength * u, 1.0 - strength * u

@@ -1,9 +1,8 @@
 """The paper's training patches: a 512x512 grid with 60% overlap and a sharpness-energy filter.
 
 BaMBNet (section 5, following DPDNet) cuts each DPDD training image into 512x512 patches with
-stride 204 (60% overlap), adds patches aligned to the right and bottom edges so the whole image
-is covered, and drops the int(0.3 N) most homogeneous patches of each image. Validation patches
-use stride 506 (1% overlap) and no filter. Pure NumPy/OpenCV so dataset builders can use it.
+stride 204, plus patches flush with the right and bottom edges, and drops the int(0.3 N) most
+homogeneous patches of each image. Validation patches use stride 506 and no filter.
 """
 
 import cv2
@@ -25,15 +24,13 @@ def axis_starts(length, patch_size=PATCH_SIZE, stride=TRAIN_STRIDE):
   if length < patch_size:
     raise ValueError(f"image side {length} is smaller than the patch size {patch_size}")
   starts = list(range(0, length - patch_size + 1, stride))
-  # The regular grid stops short of the far edge unless the length fits exactly; the extra
-  # patch keeps the right / bottom border in the training set.
   if starts[-1] != length - patch_size:
     starts.append(length - patch_size)
   return starts
 
 
 def patch_grid(height, width, patch_size=PATCH_SIZE, stride=TRAIN_STRIDE):
-  """(N, 2) int array of patch origins (top, left), row-major (top to bottom, then left to right)."""
+  """(N, 2) int array of patch origins (top, left), row-major."""
   tops = axis_starts(height, patch_size, stride)
   lefts = axis_starts(width, patch_size, stride)
   return np.array([(top, left) for top in tops for left in lefts], dtype=np.int64).reshape(-1, 2)
@@ -45,46 +42,26 @@ def crop(image, origin, patch_size=PATCH_SIZE):
   return image[top:top + patch_size, left:left + patch_size]
 
 
-def grayscale(image):
-  """RGB (or single-channel) image, 8/16-bit or float, to float32 grayscale."""
-  image = images.to_float(np.asarray(image))
-  if image.ndim == 3 and image.shape[2] == 3:
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-  if image.ndim == 3 and image.shape[2] == 1:
-    return image[:, :, 0]
-  if image.ndim == 2:
-    return image
-  raise ValueError(f"expected an H x W x 3, H x W x 1 or H x W image, got shape {image.shape}")
-
-
-def _sobel_magnitude_sum(gray_patch, kernel_size):
-  grad_x = cv2.Sobel(gray_patch, cv2.CV_64F, 1, 0, ksize=kernel_size)
-  grad_y = cv2.Sobel(gray_patch, cv2.CV_64F, 0, 1, ksize=kernel_size)
-  return float(np.sqrt(grad_x * grad_x + grad_y * grad_y).sum())
-
-
-def _min_max_normalise(values):
-  span = values.max() - values.min()
-  # Equal energies carry no ranking information; zeros make the product tie, and ties are
-  # broken by grid order in `keep_sharpest`.
-  if span == 0:
-    return np.zeros_like(values)
-  return (values - values.min()) / span
-
-
 def sharpness_energy(target, origins, patch_size=PATCH_SIZE, kernel_sizes=SOBEL_KERNEL_SIZES):
-  """Sharpness energy of each patch of `target` (the all-in-focus image).
+  """Sharpness energy of each patch of the RGB `target` (the all-in-focus image).
 
-  For each Sobel kernel size, the sum over the patch of the gradient magnitude, computed on the
-  grayscale patch itself (OpenCV's default reflected border); each size's energies are min-max
-  normalised over this image's patches and the normalised values multiplied.
+  Per Sobel kernel size: the gradient magnitude summed over the grey patch (OpenCV's reflected
+  border), min-max normalised over the image's patches; the sizes' values are multiplied.
   """
-  gray = grayscale(target)
+  gray = cv2.cvtColor(images.to_float(np.asarray(target)), cv2.COLOR_RGB2GRAY)
   origins = np.asarray(origins).reshape(-1, 2)
   energy = np.ones(len(origins), np.float64)
-  for kernel_size in kernel_sizes:
-    per_patch = np.array([_sobel_magnitude_sum(crop(gray, o, patch_size), kernel_size) for o in origins])
-    energy *= _min_max_normalise(per_patch)
+  for size in kernel_sizes:
+    per_patch = []
+    for origin in origins:
+      patch = crop(gray, origin, patch_size)
+      grad_x = cv2.Sobel(patch, cv2.CV_64F, 1, 0, ksize=size)
+      grad_y = cv2.Sobel(patch, cv2.CV_64F, 0, 1, ksize=size)
+      per_patch.append(np.sqrt(grad_x * grad_x + grad_y * grad_y).sum())
+    per_patch = np.array(per_patch)
+    span = per_patch.max() - per_patch.min()
+    # Equal energies rank nothing: zeros tie, and `keep_sharpest` breaks ties by grid order.
+    energy *= (per_patch - per_patch.min()) / span if span else np.zeros_like(per_patch)
   return energy
 
 
@@ -94,16 +71,12 @@ def keep_sharpest(target, origins, patch_size=PATCH_SIZE, drop_fraction=DROP_FRA
   num_dropped = int(drop_fraction * len(origins))
   if num_dropped == 0:
     return origins
-  energy = sharpness_energy(target, origins, patch_size)
-  # A stable sort makes equal energies drop in grid order, so the result is deterministic.
-  dropped = np.argsort(energy, kind="stable")[:num_dropped]
-  keep = np.ones(len(origins), bool)
-  keep[dropped] = False
-  return origins[keep]
+  # A stable sort drops equal energies in grid order: the result is deterministic.
+  dropped = np.argsort(sharpness_energy(target, origins, patch_size), kind="stable")[:num_dropped]
+  return np.delete(origins, dropped, axis=0)
 
 
-def training_patch_origins(target, patch_size=PATCH_SIZE, stride=TRAIN_STRIDE,
-                           drop_fraction=DROP_FRACTION):
+def training_patch_origins(target, patch_size=PATCH_SIZE, stride=TRAIN_STRIDE, drop_fraction=DROP_FRACTION):
   """The paper's training patches of one image: the stride-204 grid, sharpness-filtered."""
   height, width = np.shape(target)[:2]
   return keep_sharpest(target, patch_grid(height, width, patch_size, stride), patch_size, drop_fraction)

@@ -1,25 +1,16 @@
 """The input pipeline: DP records -> shuffled, augmented, float batches on the device mesh.
 
-    import tfds_dpd  # registers the datasets
     source = records.DPSource.from_tfds("dpdd/patches", "train", keys=pipeline.DEBLUR_STAGE_KEYS)
-    batches = pipeline.training_batches(source, sharding.make_mesh(), batch_size=2, seed=0,
-                                        worker_count=12)
-    batch = next(batches)            # {"left": jax.Array (2, 512, 512, 3) float32, ...}
+    batches = pipeline.training_batches(source, sharding.make_mesh(), batch_size=2, seed=0)
     checkpoint["data"] = batches.get_state()    # ... on resume: batches.set_state(saved)
 
-Records come from `sources`: a prepared TFDS dataset (`tfds_dpd`: dpdd, dp_captures,
-dp_synthetic, read through `tfds.data_source` without TensorFlow), synthetic scenes rendered on
-the fly, or any in-memory sequence of dicts. Grain does the shuffling (a fresh permutation each
-epoch), the per-process sharding (each host reads its own part of every epoch), the random crops
-and DP-correct flips (`augment`) and the batching, in `worker_count` processes. Batches have a
-fixed shape: training drops the last partial batch and crops records of any size to one size;
-evaluation pads the last batch (`mask` marks the real rows) and every image to the largest size
-of the split (`pixel_mask` marks the real pixels). Each batch is placed on the mesh sharded over
-its 'data' axis, a few batches ahead of the training step, and its images converted there to
-float32 in [0, 1] (on the host when there is no mesh).
+Grain shuffles, shards per process, crops and flips (`augment`) and batches in `worker_count`
+processes. Training crops every record to one size; evaluation pads the last batch (`mask`) and
+every image to the split's largest size (`pixel_mask`). Images become float32 in [0, 1] on the mesh.
 """
 
 import collections
+import dataclasses
 import functools
 import math
 
@@ -40,13 +31,12 @@ DEBLUR_STAGE_KEYS = ("left", "right", "sharp")
 EVAL_KEYS = ("left", "right", "combined", "sharp")
 
 
+@dataclasses.dataclass
 class Augment(grain.transforms.RandomMap):
-  """Random crop then DP-correct random flips (see `augment`); the rng is Grain's, per record."""
-
-  def __init__(self, crop_size=None, horizontal_flip=True, vertical_flip=True):
-    self.crop_size = crop_size
-    self.horizontal_flip = horizontal_flip
-    self.vertical_flip = vertical_flip
+  """Random crop then DP-correct random flips (see `augment`), with Grain's per-record rng."""
+  crop_size: int | tuple[int, int] | None = None
+  horizontal_flip: bool = True
+  vertical_flip: bool = True
 
   def random_map(self, element, rng):
     if self.crop_size is not None:
@@ -55,7 +45,7 @@ class Augment(grain.transforms.RandomMap):
 
 
 def batch_to_float(batch):
-  """Host batch with images as float32 in [0, 1] (integer / (2**bits - 1)) and COC as N x H x W x 1."""
+  """Host batch with images as float32 in [0, 1] and COC as N x H x W x 1."""
   converted = dict(batch)
   for key, value in batch.items():
     if key in records.IMAGE_KEYS:
@@ -79,16 +69,10 @@ def _look_up(pixels, table):
 def _unit_float_table(dtype, mesh):
   """images.to_float of every integer value, replicated on the mesh.
 
-  A table look-up instead of the division: XLA turns x / 65535 into x * (1 / 65535), which is
-  1 ulp off for some values, and device batches should equal host batches exactly.
+  Not a division: XLA's x * (1 / 65535) is 1 ulp off for some values; device and host batches agree.
   """
   table = images.to_float(np.arange(np.iinfo(dtype).max + 1, dtype=dtype))
   return jax.device_put(table, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-
-
-def process_shard_options(drop_remainder):
-  """This process's share of the records (one shard per JAX process)."""
-  return grain.sharding.ShardOptions(jax.process_index(), jax.process_count(), drop_remainder)
 
 
 def _per_process_batch(batch_size, shard_count):
@@ -97,18 +81,17 @@ def _per_process_batch(batch_size, shard_count):
   return batch_size // shard_count
 
 
-class _SizeChecked:
-  """`source` with each record's size checked against the training crop, naming a record that fails.
+def _record_name(source, index):
+  return source.record_name(index) if hasattr(source, "record_name") else f"record {index}"
 
-  Without a crop every record must have the size of the first, since they are batched as they are.
-  """
+
+class _SizeChecked:
+  """`source` with each record checked against the training crop (or, without one, the first size)."""
 
   def __init__(self, source, crop_size):
     self._source = source
-    if crop_size is None:
-      self._exact, self._least = records.spatial_size(source[0]) if len(source) else None, None
-    else:
-      self._exact, self._least = None, (crop_size, crop_size) if np.isscalar(crop_size) else tuple(crop_size)
+    self._least = (crop_size, crop_size) if np.isscalar(crop_size) else crop_size
+    self._exact = records.spatial_size(source[0]) if crop_size is None and len(source) else None
 
   def __len__(self):
     return len(self._source)
@@ -126,49 +109,34 @@ class _SizeChecked:
     return example
 
   def __repr__(self):
-    # Grain stores repr(data source) in the data position and checks it on resume; the check
-    # changes no record, so positions saved by runs without it stay valid.
+    # Grain checks repr(data source) on resume: positions saved without this wrapper stay valid.
     return repr(self._source)
-
-
-def _record_name(source, index):
-  return source.record_name(index) if hasattr(source, "record_name") else f"record {index}"
 
 
 def make_loader(source, *, batch_size, shard_options, crop_size=None, horizontal_flip=False,
                 vertical_flip=False, shuffle=False, seed=0, num_epochs=None, drop_remainder=True,
                 worker_count=0, worker_buffer_size=4, read_threads=2, read_buffer=16):
-  """A Grain DataLoader yielding this process's host batches (dicts of NumPy arrays).
-
-  `batch_size` is this process's share of the global batch.
-  """
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source), shard_options=shard_options, shuffle=shuffle,
-      num_epochs=num_epochs, seed=seed)
+  """A Grain DataLoader of this process's host batches; `batch_size` is this process's share."""
+  sampler = grain.samplers.IndexSampler(num_records=len(source), shard_options=shard_options, shuffle=shuffle,
+                                        num_epochs=num_epochs, seed=seed)
   operations = []
   if crop_size is not None or horizontal_flip or vertical_flip:
     operations.append(Augment(crop_size, horizontal_flip, vertical_flip))
-  # Images stay integer until the batch reaches the device: half the bytes to copy out of the
-  # worker processes and onto the device, and no per-pixel float work on the host.
+  # Images stay integer until the device: half the bytes to copy, no per-pixel work on the host.
   operations.append(grain.transforms.Batch(batch_size, drop_remainder=drop_remainder))
   if worker_count and not flags.FLAGS.is_parsed():
-    # Grain's worker processes read absl flags; a program that parses none itself (argparse
-    # command, notebook, test) would otherwise fail at the first batch.
+    # Grain's workers read absl flags; a program that parses none (argparse, notebook, test) fails.
     flags.FLAGS.mark_as_parsed()
-  return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
-                          worker_count=worker_count, worker_buffer_size=worker_buffer_size,
-                          # Grain's default (16 threads, 500 records read ahead per process) holds
-                          # gigabytes of decoded 16-bit patches per worker.
-                          read_options=grain.ReadOptions(num_threads=read_threads,
-                                                         prefetch_buffer_size=read_buffer))
+  # Grain's default read options (16 threads, 500 records ahead) hold gigabytes per worker.
+  read_options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_buffer)
+  return grain.DataLoader(data_source=source, sampler=sampler, operations=operations, worker_count=worker_count,
+                          worker_buffer_size=worker_buffer_size, read_options=read_options)
 
 
 def put_on_mesh(batch, mesh, axis=DATA_AXIS):
   """This process's host batch as global arrays sharded over `axis`, images as float in [0, 1].
 
-  Process p's rows become rows [p * n, (p + 1) * n) of the global batch, so each device holds a
-  contiguous slice of the batch axis. Integer images are converted on the device; text (names)
-  stays on the host.
+  Process p's rows become rows [p * n, (p + 1) * n) of the global batch; text stays on the host.
   """
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
   placed = {}
@@ -191,9 +159,9 @@ def put_on_mesh(batch, mesh, axis=DATA_AXIS):
 class BatchIterator:
   """Batches placed on the mesh `prefetch` steps ahead, with a resumable data position.
 
-  `get_state()` is the position after the last batch handed out (not after the prefetched ones),
-  so a run restored with `set_state()` continues with exactly the next batch. The state is
-  per process (bytes); save one per host.
+  `get_state()` is the (per-process) position after the last batch handed out, not after the
+  prefetched ones, so `set_state()` continues with exactly the next batch. Evaluation passes (plain
+  generators) have no position: they restart from the beginning.
   """
 
   def __init__(self, host_iterator, mesh=None, prefetch=2):
@@ -201,26 +169,25 @@ class BatchIterator:
     self._mesh = mesh
     self._prefetch = max(1, prefetch)
     self._queue = collections.deque()
-    self._state = host_iterator.get_state()
+    self._state = self._position()
 
   def __iter__(self):
     return self
 
-  def _fetch(self):
-    batch = next(self._host_iterator)
-    state = self._host_iterator.get_state()
-    batch = put_on_mesh(batch, self._mesh) if self._mesh is not None else batch_to_float(batch)
-    self._queue.append((batch, state))
-
   def __next__(self):
     try:
       while len(self._queue) < self._prefetch:
-        self._fetch()
+        batch = next(self._host_iterator)
+        batch = put_on_mesh(batch, self._mesh) if self._mesh is not None else batch_to_float(batch)
+        self._queue.append((batch, self._position()))
     except StopIteration:
       if not self._queue:
         raise
     batch, self._state = self._queue.popleft()
     return batch
+
+  def _position(self):
+    return self._host_iterator.get_state() if hasattr(self._host_iterator, "get_state") else None
 
   def get_state(self):
     return self._state
@@ -237,13 +204,10 @@ def training_batches(source, mesh=None, *, batch_size, crop_size=None, horizonta
                      shard_options=None):
   """Endless (or `num_epochs`) shuffled, augmented training batches of global size `batch_size`.
 
-  Each process reads its own shard and contributes batch_size / process_count rows. With `mesh`
-  the batches are jax.Arrays sharded over its 'data' axis; without, NumPy host batches.
-  Throughput comes from `worker_count` processes (about the number of free cores; each runs
-  `read_threads` reader threads): one 512x512 16-bit DPDD patch costs ~30 ms of CPU to read and
-  decode three views (see experiments/bench_input_pipeline.py).
+  With `mesh`, jax.Arrays sharded over its 'data' axis; without, NumPy host batches. Throughput
+  comes from `worker_count` processes (see experiments/PERF.md, "Input pipeline").
   """
-  shard_options = shard_options or process_shard_options(drop_remainder=True)
+  shard_options = shard_options or grain.sharding.ShardOptions(jax.process_index(), jax.process_count(), True)
   loader = make_loader(
       _SizeChecked(source, crop_size),
       batch_size=_per_process_batch(batch_size, shard_options.shard_count),
@@ -254,35 +218,28 @@ def training_batches(source, mesh=None, *, batch_size, crop_size=None, horizonta
   return BatchIterator(iter(loader), mesh, prefetch)
 
 
-def evaluation_batches(source, mesh=None, *, batch_size, worker_count=0, prefetch=2,
-                       shard_options=None):
+def evaluation_batches(source, mesh=None, *, batch_size, worker_count=0, prefetch=2, shard_options=None):
   """One pass over `source` in order, in batches of one shape, whatever the images' sizes.
 
-  Every image is padded with zeros at the bottom and right to the largest height and the largest
-  width of the split (found once through `records.image_sizes`), and each batch carries
-  `pixel_mask`, bool (N, H, W), True on the real pixels, whether or not the sizes differ. The
-  last batches are padded with zero rows: `mask`, bool (N,), is False for them, and so is their
-  whole `pixel_mask`. Every process yields the same number of batches, as collective
-  computations on several hosts need.
+  Images are zero-padded (bottom, right) to the split's largest height and width; `pixel_mask`
+  (N, H, W) marks the real pixels and `mask` (N,) the real rows of the padded last batches. Every
+  process yields the same number of batches, as collectives on several hosts need.
   """
-  shard_options = shard_options or process_shard_options(drop_remainder=False)
+  shard_options = shard_options or grain.sharding.ShardOptions(jax.process_index(), jax.process_count(), False)
   per_process = _per_process_batch(batch_size, shard_options.shard_count)
   if len(source):
     source = _PaddedImages(source, *np.max(records.image_sizes(source), axis=0))
-  # Each process takes a contiguous block of records itself: Grain 0.2's IndexSampler drops
-  # records of the larger shards when the count does not divide evenly.
-  shard = _ContiguousShard(source, shard_options.shard_index, shard_options.shard_count)
+  # Contiguous blocks per process: Grain 0.2's IndexSampler drops records of uneven shards.
+  count, index = shard_options.shard_count, shard_options.shard_index
+  shard = records.Slice(source, index * len(source) // count, (index + 1) * len(source) // count)
   loader = make_loader(shard, batch_size=per_process, shard_options=grain.sharding.NoSharding(),
                        shuffle=False, num_epochs=1, drop_remainder=False, worker_count=worker_count)
-  largest_shard = math.ceil(len(source) / shard_options.shard_count)
-  num_batches = math.ceil(largest_shard / per_process)
-  padded = _PaddedIterator(iter(loader), per_process, num_batches,
-                           template=lambda: source[0])
-  return BatchIterator(padded, mesh, prefetch)
+  num_batches = math.ceil(math.ceil(len(source) / count) / per_process)
+  return BatchIterator(_padded(iter(loader), per_process, num_batches, lambda: source[0]), mesh, prefetch)
 
 
 class _PaddedImages:
-  """Records with their spatial arrays zero-padded (bottom, right) to height x width, plus `pixel_mask`."""
+  """Records zero-padded (bottom, right) to height x width, plus `pixel_mask`."""
 
   def __init__(self, source, height, width):
     self._source = source
@@ -307,62 +264,18 @@ class _PaddedImages:
     return example
 
 
-class _ContiguousShard:
-  """Records [start, end) of `source` for shard `index` of `count` (sizes differ by at most 1)."""
-
-  def __init__(self, source, index, count):
-    self._source = source
-    self._start = index * len(source) // count
-    self._end = (index + 1) * len(source) // count
-
-  def __len__(self):
-    return self._end - self._start
-
-  def __getitem__(self, index):
-    if not 0 <= index < len(self):
-      raise IndexError(index)
-    return self._source[self._start + index]
-
-
-class _PaddedIterator:
-  """Pads host batches to `batch_size` rows, adds `mask`, and yields exactly `num_batches`."""
-
-  def __init__(self, host_iterator, batch_size, num_batches, template):
-    self._host_iterator = host_iterator
-    self._batch_size = batch_size
-    self._num_batches = num_batches
-    self._template = template
-    self._yielded = 0
-    self._zeros = None
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    if self._yielded == self._num_batches:
-      raise StopIteration
-    self._yielded += 1
-    batch = next(self._host_iterator, None)
+def _padded(host_iterator, batch_size, num_batches, template):
+  """Host batches padded to `batch_size` rows, with `mask`: exactly `num_batches` of them."""
+  zeros = None
+  for _ in range(num_batches):
+    batch = next(host_iterator, None)
+    if zeros is None:
+      # Zero rows like a batch's; a process that has no records takes the first record's shapes.
+      rows_like = batch or {key: np.asarray(value)[None] for key, value in template().items()}
+      zeros = {key: np.zeros((1,) + np.shape(value)[1:], np.asarray(value).dtype) for key, value in rows_like.items()}
     if batch is None:  # this process ran out before the others
-      batch = self._empty_batch()
+      batch = {key: row[:0] for key, row in zeros.items()}
     rows = len(next(iter(batch.values())))
-    if self._zeros is None:
-      self._zeros = {key: np.zeros((1,) + np.shape(value)[1:], np.asarray(value).dtype)
-                     for key, value in batch.items()}
-    padded = {key: np.concatenate([value] + [self._zeros[key]] * (self._batch_size - rows))
-              for key, value in batch.items()}
-    padded["mask"] = np.arange(self._batch_size) < rows
-    return padded
-
-  def _empty_batch(self):
-    if self._zeros is None:
-      example = self._template()
-      self._zeros = {key: np.zeros((1,) + np.shape(value), np.asarray(value).dtype)
-                     for key, value in example.items()}
-    return {key: zeros[:0] for key, zeros in self._zeros.items()}
-
-  def get_state(self):
-    return self._yielded
-
-  def set_state(self, state):
-    raise NotImplementedError("evaluation passes restart from the beginning")
+    padded = {key: np.concatenate([value] + [zeros[key]] * (batch_size - rows)) for key, value in batch.items()}
+    padded["mask"] = np.arange(batch_size) < rows
+    yield padded

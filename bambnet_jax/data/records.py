@@ -1,8 +1,7 @@
 """Where DP records come from: prepared TFDS datasets, synthetic scenes rendered on the fly, lists.
 
-Every source is a random-access sequence of example dicts (what Grain needs) holding only the
-keys a stage reads, with images as integer (8/16-bit) or float arrays. `image_sizes` gives the
-(height, width) of every record, without decoding where the source can tell.
+Every source is a random-access sequence of example dicts (what Grain needs) holding only the keys
+a stage reads, images as integer (8/16-bit) or float arrays.
 """
 
 import concurrent.futures
@@ -17,17 +16,10 @@ from bambnet_jax.io import images
 
 IMAGE_KEYS = ("left", "right", "combined", "sharp")
 SPATIAL_KEYS = augment.SPATIAL_KEYS  # the H x W (x C) arrays of a record, all of one size
-# Reading a record is mostly decompression, which releases the GIL.
-SIZE_SCAN_THREADS = 8
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def image_sizes(source):
-  """(N, 2) int array: the (height, width) of every record of `source`.
-
-  Sources that know their sizes cheaply (`DPSource`, `SyntheticScenes`) give them through their
-  own `image_sizes()`; any other sequence of dicts is read once, record by record.
-  """
+  """(N, 2) int array of (height, width) per record: the source's own `image_sizes()` or a scan."""
   if hasattr(source, "image_sizes"):
     return source.image_sizes()
   return np.array([spatial_size(source[i]) for i in range(len(source))], np.int64).reshape(-1, 2)
@@ -39,25 +31,33 @@ def spatial_size(example, where="record"):
   if key is None:
     raise ValueError(f"{where}: has none of the spatial keys {SPATIAL_KEYS}: {sorted(example)}")
   value = example[key]
-  if isinstance(value, (bytes, np.bytes_)):
-    return _encoded_size(bytes(value), f"{where}.{key}")
-  return tuple(int(n) for n in np.shape(value)[:2])
-
-
-def _encoded_size(data, where):
+  if not isinstance(value, (bytes, np.bytes_)):
+    return tuple(int(n) for n in np.shape(value)[:2])
+  data = bytes(value)
   # A PNG's IHDR chunk comes first: width and height as big-endian uint32 at bytes 16-24.
-  if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR":
+  if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
     width, height = struct.unpack(">II", data[16:24])
     return int(height), int(width)
-  return tuple(images.decode_image(data, where).shape[:2])
+  return tuple(images.decode_image(data, f"{where}.{key}").shape[:2])
+
+
+class Slice:
+  """Records [start, end) of a sequence (a process's shard, the meta set's head)."""
+
+  def __init__(self, records, start, end):
+    self._records, self._start, self._end = records, start, min(end, len(records))
+
+  def __len__(self):
+    return self._end - self._start
+
+  def __getitem__(self, index):
+    if not 0 <= index < len(self):
+      raise IndexError(index)
+    return self._records[self._start + index]
 
 
 class DPSource:
-  """Random access to DP records, keeping (and decoding) only `keys`.
-
-  `records` is any sequence of dicts (a TFDS data source, a list): images may be encoded bytes
-  (decoded here, in the loader's worker processes), integer or float arrays.
-  """
+  """Random access to DP records (a TFDS data source, a list of dicts), decoding only `keys`."""
 
   def __init__(self, records, keys, name="records"):
     self._records = records
@@ -70,17 +70,13 @@ class DPSource:
     """A prepared TFDS dataset (e.g. "dpdd/patches"); import `tfds_dpd` first to register it."""
     records = tfds.data_source(
         dataset, split=split, data_dir=data_dir, download=False,
-        # Skip TFDS's image decoding: only the requested views are decoded, in `__getitem__`.
+        # Only the requested views are decoded, in `__getitem__`.
         decoders={key: tfds.decode.SkipDecoding() for key in IMAGE_KEYS})
     missing = set(keys) - set(records.dataset_info.features.keys())
     if missing:
       raise ValueError(f"{dataset}: has no feature(s) {sorted(missing)}; "
                        f"it has {sorted(records.dataset_info.features.keys())}")
     return cls(records, keys, name=f"{dataset}/{split}")
-
-  @property
-  def keys(self):
-    return self._keys
 
   def __len__(self):
     return len(self._records)
@@ -97,9 +93,9 @@ class DPSource:
       def size(index):
         record = self._records[index]
         return spatial_size({k: record[k] for k in self._keys if k in record}, f"{self._name}[{index}]")
-      with concurrent.futures.ThreadPoolExecutor(SIZE_SCAN_THREADS) as pool:
-        sizes = list(pool.map(size, range(len(self))))
-      self._sizes = np.array(sizes, np.int64).reshape(-1, 2)
+      # Reading a record is mostly decompression, which releases the GIL.
+      with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        self._sizes = np.array(list(pool.map(size, range(len(self)))), np.int64).reshape(-1, 2)
     return self._sizes
 
   def __getitem__(self, index):
@@ -137,13 +133,11 @@ def scene_seed(seed, split, index):
 class SyntheticScenes:
   """`num_scenes` synthetic DP scenes rendered on access (float32 views and the COC map).
 
-  Scene i of a split is the one `tfds_dpd`'s dp_synthetic stores for the same seed and config,
-  before its 16-bit quantisation. Rendering a 512x512 scene takes ~0.3 s of CPU, so use worker
-  processes, or prepare dp_synthetic once for long trainings.
+  Scene i is dp_synthetic's for the same seed and config, before its 16-bit quantisation. A
+  512x512 scene takes ~0.3 s of CPU: use worker processes, or prepare dp_synthetic once.
   """
 
-  def __init__(self, num_scenes, config, seed=0, split="train",
-               keys=("left", "right", "combined", "sharp", "coc")):
+  def __init__(self, num_scenes, config, seed=0, split="train", keys=("left", "right", "combined", "sharp", "coc")):
     self._num_scenes = num_scenes
     self._config = config
     self._seed = seed

@@ -1,20 +1,11 @@
 """Synthetic dual-pixel scenes with a ground-truth signed COC map (SPEC section 9).
 
-A scene is a stack of depth layers, far to near: a background filling the frame and occluding
-objects (random blobs and polygons). Each layer is a plane, fronto-parallel or slanted (its signed
-COC affine across the image, as inverse depth is for a plane seen by a pinhole camera). Signed COC
-grows towards the camera (b > 0 in front of the focal plane, SPEC section 3), so far-to-near order
-is ascending COC; layers keep to disjoint COC bands so that order holds at every pixel.
+Depth layers far to near: a background and occluding blobs and polygons, each a fronto-parallel or
+slanted plane (signed COC affine across the image) in its own COC band, so nearer means larger COC
+at every pixel (SPEC section 3). Textures are dead leaves (`textures`) or a user's sharp photo. With
+psf="disk" and no camera effects the reblur loss is exactly minimised at the returned COC.
 
-Textures are procedural dead leaves (`textures.py`) or a user's sharp photo. With the default
-PSF ("disk", the SPEC's kernel family) and no realism options, the reblur loss is exactly minimised
-at the returned COC in every constant-depth region; `psf="rim"`, vignetting, noise and gamma make
-the views more camera-like at the cost of that exactness.
-
-    config = SceneConfig(height=512, width=512, max_coc=16)
-    sample = render_sample(seed=7, config=config)            # procedural texture
-    photos = load_sharp_images("my_photos/")                   # or the user's own sharp photos
-    sample = render_sample(seed=7, config=config, sharp_image=photos[0])
+    sample = render_sample(seed=7, config=SceneConfig(height=512, width=512, max_coc=16))
 """
 
 import dataclasses
@@ -73,7 +64,7 @@ class Layer:
 
 
 def _object_mask(rng, canvas_shape, frame):
-  """Coverage of an object: one to three ellipses or star-shaped polygons, anti-aliased."""
+  """Coverage of an object: one to three anti-aliased ellipses or star-shaped polygons."""
   top, left, height, width = frame
   mask = np.zeros(canvas_shape, np.float32)
   shift = 4  # cv2 draws with sub-pixel vertices in 1/16 px
@@ -113,22 +104,16 @@ def sample_layers(rng, config, canvas_shape, frame):
   return layers
 
 
-def _crop_cover(rng, image, height, width):
-  """A random height x width crop of an image, upscaled first if it is too small."""
-  scale = max(height / image.shape[0], width / image.shape[1], 1.0)
-  if scale > 1.0:
-    size = (int(np.ceil(image.shape[1] * scale)), int(np.ceil(image.shape[0] * scale)))
-    image = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
-  top = rng.integers(0, image.shape[0] - height + 1)
-  left = rng.integers(0, image.shape[1] - width + 1)
-  return np.clip(image[top:top + height, left:left + width], 0.0, 1.0)
-
-
 def _photo_textures(rng, photo, canvas_shape, frame, count):
-  """Layer textures from one photo: the frame is a crop of it; objects show flipped, shifted
-  copies, so their outlines fall on real image edges as well as on the object's silhouette."""
+  """Layer textures from one photo: the frame is a random crop (upscaled if the photo is smaller);
+  objects show flipped, shifted copies of it."""
   top, left, height, width = frame
-  crop = _crop_cover(rng, photo, height, width)
+  scale = max(height / photo.shape[0], width / photo.shape[1], 1.0)
+  if scale > 1.0:
+    size = (int(np.ceil(photo.shape[1] * scale)), int(np.ceil(photo.shape[0] * scale)))
+    photo = cv2.resize(photo, size, interpolation=cv2.INTER_CUBIC)
+  y, x = rng.integers(0, photo.shape[0] - height + 1), rng.integers(0, photo.shape[1] - width + 1)
+  crop = np.clip(photo[y:y + height, x:x + width], 0.0, 1.0)
   pad = ((top, canvas_shape[0] - height - top), (left, canvas_shape[1] - width - left), (0, 0))
   background = np.pad(crop, pad, mode="reflect")
   result = [background]
@@ -140,7 +125,7 @@ def _photo_textures(rng, photo, canvas_shape, frame, count):
 
 
 def _camera(rng, config, left, right, sharp):
-  """Vignetting and noise in linear light, then the sRGB encoding if the config asks for it."""
+  """Vignetting and noise in linear light, then the sRGB encoding if asked for."""
   gain_left, gain_right = dp_render.vignetting_gains(left.shape[1], rng.uniform(0, config.vignetting))
   read_std = rng.uniform(0, config.read_noise)
   shot_gain = rng.uniform(0, config.shot_noise)
@@ -151,18 +136,11 @@ def _camera(rng, config, left, right, sharp):
 
 
 def render_sample(seed, config, sharp_image=None):
-  """Renders one synthetic DP sample, reproducibly from `seed`.
+  """One synthetic DP sample, reproducibly from `seed` (and `sharp_image`, if given).
 
-  Args:
-    seed: int; the same seed, config and image give the same sample.
-    config: a SceneConfig.
-    sharp_image: optional (H, W, 3) sharp photo (float in [0, 1] or uint8/uint16), randomly
-      cropped (upscaled if smaller); None draws procedural dead-leaves textures.
-
-  Returns:
-    dict of float32 arrays: left, right, combined = (left + right) / 2, sharp (H, W, 3 RGB in
-    [0, 1]) and coc (H, W signed COC in px, > 0 in front of the focal plane, of the nearest
-    layer covering each pixel).
+  `sharp_image`: an optional (H, W, 3) photo (float in [0, 1] or uint8/uint16), randomly cropped
+  (upscaled if smaller); None draws dead-leaves textures. Returns float32 left, right, combined =
+  (left + right) / 2, sharp (H, W, 3 in [0, 1]) and coc (H, W signed COC in px of the nearest layer).
   """
   rng = np.random.default_rng(seed)
   height, width = config.height, config.width
@@ -170,17 +148,16 @@ def render_sample(seed, config, sharp_image=None):
   canvas_shape = (height + 2 * margin, width + 2 * margin)
   frame = (margin, margin, height, width)
   layers = sample_layers(rng, config, canvas_shape, frame)
+  layer_textures = None
   if sharp_image is not None:
     photo = images.to_float(np.asarray(sharp_image))
     if photo.ndim != 3 or photo.shape[2] != 3:
       raise ValueError(f"sharp_image must be H x W x 3 RGB, got shape {photo.shape}")
     layer_textures = _photo_textures(rng, photo, canvas_shape, frame, len(layers))
-  else:
-    layer_textures = None
 
   family = dp_render.psf_family(config.psf, config.rim_strength)
   to_linear = dp_render.srgb_to_linear if config.gamma else (lambda x: x)
-  views = [None, None]  # left, right: (3, canvas) premultiplied colour, far to near
+  views = [None, None]  # left, right: (3, canvas) premultiplied colour
   sharp = np.zeros(canvas_shape + (3,), np.float32)
   coc = np.zeros(canvas_shape, np.float32)
   rows_all = np.arange(canvas_shape[0], dtype=np.float32)
@@ -196,35 +173,27 @@ def render_sample(seed, config, sharp_image=None):
       r0, r1 = max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, canvas_shape[0])
       c0, c1 = max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, canvas_shape[1])
     region = (slice(r0, r1), slice(c0, c1))
-    if layer_textures is None:
-      texture = textures.dead_leaves(rng, r1 - r0, c1 - c0)
-    else:
-      texture = layer_textures[index][region]
+    texture = textures.dead_leaves(rng, r1 - r0, c1 - c0) if layer_textures is None else (
+        layer_textures[index][region])
     if layer.slope_x == 0 and layer.slope_y == 0:
       layer_coc = np.float32(layer.coc)  # one blended PSF instead of a per-pixel blend
     else:
       layer_coc = layer.coc_map(rows_all[r0:r1], cols_all[c0:c1])
     colour = to_linear(texture).transpose(2, 0, 1)
-    if layer.mask is None:
-      planes, alpha_sharp = colour, None
-    else:
-      alpha_sharp = layer.mask[region]
-      planes = np.concatenate([colour * alpha_sharp, alpha_sharp[None]])
-    blurred = dp_render.blur_views(planes, layer_coc, family, margin)
-    for v in range(2):
-      if alpha_sharp is None:
-        views[v] = blurred[v]
-      else:
-        # Premultiplied "over": this layer covers what is behind it by its blurred alpha.
-        alpha = np.clip(blurred[v][3], 0.0, 1.0)
-        views[v][:, r0:r1, c0:c1] = views[v][:, r0:r1, c0:c1] * (1.0 - alpha) + blurred[v][:3]
-    if alpha_sharp is None:
+    if layer.mask is None:  # the background
+      views = list(dp_render.blur_views(colour, layer_coc, family, margin))
       sharp[:] = colour.transpose(1, 2, 0)
       coc[:] = layer_coc
-    else:
-      sharp[region] = sharp[region] * (1.0 - alpha_sharp[..., None]) + (
-          colour * alpha_sharp).transpose(1, 2, 0)
-      coc[region] = np.where(alpha_sharp >= 0.5, layer_coc, coc[region])
+      continue
+    alpha_sharp = layer.mask[region]
+    planes = np.concatenate([colour * alpha_sharp, alpha_sharp[None]])
+    blurred = dp_render.blur_views(planes, layer_coc, family, margin)
+    for v in range(2):
+      # Premultiplied "over": this layer covers what is behind it by its blurred alpha.
+      alpha = np.clip(blurred[v][3], 0.0, 1.0)
+      views[v][:, r0:r1, c0:c1] = views[v][:, r0:r1, c0:c1] * (1.0 - alpha) + blurred[v][:3]
+    sharp[region] = sharp[region] * (1.0 - alpha_sharp[..., None]) + (colour * alpha_sharp).transpose(1, 2, 0)
+    coc[region] = np.where(alpha_sharp >= 0.5, layer_coc, coc[region])
 
   inner = (slice(margin, margin + height), slice(margin, margin + width))
   left, right = (np.ascontiguousarray(v[:, inner[0], inner[1]].transpose(1, 2, 0)) for v in views)
@@ -239,25 +208,13 @@ def render_sample(seed, config, sharp_image=None):
   }
 
 
-def sharp_image_paths(folder):
-  """The image files directly in `folder` (sorted), for `load_sharp_image` one at a time."""
+def load_sharp_images(folder):
+  """The sharp photos directly in `folder` (sorted), as float32 RGB in [0, 1] (grey repeated)."""
   folder = pathlib.Path(folder)
   if not folder.is_dir():
     raise images.ImageError(folder, "sharp image folder not found")
   paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in images.IMAGE_SUFFIXES)
   if not paths:
     raise images.ImageError(folder, "no images (png, jpg, tif, bmp) in the folder")
-  return paths
-
-
-def load_sharp_image(path):
-  """One sharp photo as float32 RGB in [0, 1] (grey images are repeated to 3 channels)."""
-  pixels = images.read_image(path)
-  if pixels.shape[2] == 1:
-    pixels = np.repeat(pixels, 3, axis=2)
-  return images.to_float(pixels)
-
-
-def load_sharp_images(folder):
-  """All the sharp photos in a folder, as a list of float32 RGB arrays in [0, 1]."""
-  return [load_sharp_image(p) for p in sharp_image_paths(folder)]
+  pixels = [images.read_image(p) for p in paths]
+  return [images.to_float(np.repeat(p, 3, axis=2) if p.shape[2] == 1 else p) for p in pixels]

@@ -1,37 +1,19 @@
 """Procedural sharp images with natural-image statistics, so synthetic DP data needs no download.
 
-Dead leaves (Lee, Mumford and Huang 2001): opaque shapes dropped one over another with radii drawn
-from a 1/r^3 law, which gives the scale invariance (about 1/f^2 power spectrum) and the sharp
-occluding edges of natural images. Each leaf also carries its own shading ramp, grain and, for
-some, stripes, so flat regions have fine texture at every scale down to one pixel.
+Dead leaves (Lee, Mumford and Huang 2001): opaque shapes with 1/r^3 radii, for the scale invariance
+and sharp occluding edges of natural images; each leaf's shading, grain and stripes add texture
+down to one pixel.
 """
 
 import cv2
 import numpy as np
 
 
-def _power_law_radii(rng, count, min_radius, max_radius, exponent=3.0):
-  """Radii with density proportional to r^-exponent on [min_radius, max_radius]."""
-  a = 1.0 - exponent
-  u = rng.random(count)
-  return (min_radius ** a + u * (max_radius ** a - min_radius ** a)) ** (1.0 / a)
-
-
-def _leaf_colours(rng, count):
-  """Colours with a natural spread: brightness over most of [0, 1], moderate saturation."""
-  luminance = rng.uniform(0.04, 0.96, count)
-  tint = 1.0 + 0.2 * rng.standard_normal((count, 3))
-  return np.clip(luminance[:, None] * tint, 0.0, 1.0)
-
-
 def dead_leaves(rng, height, width, min_radius=2.5, max_radius=None, coverage=5.0):
-  """A float32 (height, width, 3) RGB image in [0, 1].
+  """A float32 (height, width, 3) RGB image in [0, 1], drawn from the Generator `rng`.
 
-  Args:
-    rng: a numpy Generator (the only source of randomness).
-    min_radius, max_radius: leaf radii range in px (max defaults to a third of the image).
-    coverage: leaves drawn per image area covered once on average (exp(-coverage) of the
-      pixels are left to the smooth background).
+  Leaf radii lie in [min_radius, max_radius] px (default: a third of the image); `coverage` is the
+  leaf area drawn per image area (exp(-coverage) of the pixels keep the background).
   """
   if max_radius is None:
     max_radius = max(min_radius * 2, min(height, width) / 3)
@@ -43,7 +25,8 @@ def dead_leaves(rng, height, width, min_radius=2.5, max_radius=None, coverage=5.
   # Centres spill over the borders by hi / 2 so that edges are covered as densely as the middle.
   spill = hi / 2
   count = int(coverage * (height + 2 * spill) * (width + 2 * spill) / mean_area) + 1
-  radii = _power_law_radii(rng, count, lo, hi)
+  # Inverse-CDF sampling of the density r^-3 on [lo, hi].
+  radii = (lo ** -2.0 + rng.random(count) * (hi ** -2.0 - lo ** -2.0)) ** -0.5
   aspect = rng.uniform(aspect_lo, 1.0, count)
   angles = rng.uniform(0, 180, count)
   centres = rng.uniform((-spill, -spill), (width + spill, height + spill), (count, 2))
@@ -61,7 +44,8 @@ def dead_leaves(rng, height, width, min_radius=2.5, max_radius=None, coverage=5.
   # light falls off over a curved surface (2) about the leaf's centre (2), grain amplitude (1),
   # and stripes for some leaves: amplitude, angular frequency along x and y, phase (4).
   table = np.zeros((leaves, 12), np.float32)
-  table[:, 0:3] = _leaf_colours(rng, leaves)
+  luminance = rng.uniform(0.04, 0.96, leaves)
+  table[:, 0:3] = np.clip(luminance[:, None] * (1.0 + 0.2 * rng.standard_normal((leaves, 3))), 0.0, 1.0)
   table[:, 3:5] = rng.normal(0.0, 0.5, (leaves, 2)) / np.maximum(size, 1.0)[:, None]
   table[:, 5:7] = np.concatenate([[(width / 2, height / 2)], centres])
   table[:, 7] = rng.uniform(0.0, 0.25, leaves) * (rng.random(leaves) < 0.7)

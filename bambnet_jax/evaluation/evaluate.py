@@ -1,15 +1,6 @@
-"""Test-set evaluation: restore every image at full resolution, score it, write the tables.
+"""Test-set evaluation (the paper's Tables I and II): every image restored at full resolution and scored.
 
-    bambnet eval --config configs/dpdd.py --workdir workdirs/dpdd           # a trained run
-    bambnet eval --config configs/dpdd.py --weights weights/deblur --output-dir results/official
-
-Per image: the metrics of a `suite.MetricSuite` (PSNR, SSIM, MAE, LPIPS) of the restored image
-and, as the baseline, PSNR, SSIM and MAE of the blurred combined input (L + R) / 2 against the
-sharp target; FID over each group's images. Groups are DPDD's indoor and outdoor scenes (the
-`scene_type` feature) and all images combined. Where the data has a ground-truth COC map
-(synthetic scenes), the COC net's signed-COC mean absolute error too, over all pixels and over
-textured pixels (where the DP views constrain the COC at all). Restored images are written as
-16-bit PNGs, portrait scenes turned back, by a writer thread while the device goes on.
+    bambnet eval --config configs/dpdd.py --workdir workdirs/dpdd  # or --weights DIR --output-dir DIR
 """
 
 import concurrent.futures
@@ -33,27 +24,16 @@ from bambnet_jax.models import networks
 from bambnet_jax.parallel import sharding
 from tfds_dpd import common as tfds_common
 
-TABLE_KEYS = suite_lib.PIXEL_METRICS
-
-
 _RESTORE_FNS = {}  # one compiled function per architecture, shared by repeated evaluations
 
 
 def make_restore_fn(model_config):
-  """Jitted (deblur params, coc params or None, batch, branch gates (M,) or None) -> outputs.
-
-  Outputs: the restored batch, the blurred input's PSNR / SSIM / MAE and, with COC parameters,
-  the COC map. Branch gates of 0 drop branches from the merge (the paper's Fig. 7).
-  """
+  """Jitted (deblur params, coc params or None, batch, branch gates (M,) or None) -> the restored batch,
+  the blurred input's metrics (the baseline) and the COC map; gates of 0 drop branches (Fig. 7)."""
   key = model_config.to_json()
-  if key not in _RESTORE_FNS:
-    _RESTORE_FNS[key] = _build_restore_fn(model_config)
-  return _RESTORE_FNS[key]
-
-
-def _build_restore_fn(model_config):
-  deblur = networks.build("deblur", model_config)
-  coc_net = networks.build("coc", model_config)
+  if key in _RESTORE_FNS:
+    return _RESTORE_FNS[key]
+  deblur, coc_net = networks.build("deblur", model_config), networks.build("coc", model_config)
 
   @jax.jit
   def restore(deblur_params, coc_params, batch, branch_gates):
@@ -68,6 +48,7 @@ def _build_restore_fn(model_config):
       out["coc"] = coc_net.apply({"params": coc_params}, views)
     return out
 
+  _RESTORE_FNS[key] = restore
   return restore
 
 
@@ -81,9 +62,7 @@ def _file_name(name, index):
 
 
 def _scene_type(batch, i):
-  if "scene_type" not in batch:
-    return "unknown"
-  return tfds_common.SCENE_TYPES[int(batch["scene_type"][i])]
+  return tfds_common.SCENE_TYPES[int(batch["scene_type"][i])] if "scene_type" in batch else "unknown"
 
 
 class _ImageWriter:
@@ -91,8 +70,7 @@ class _ImageWriter:
 
   def __init__(self, directory, limit):
     self.directory, self.limit, self.count = pathlib.Path(directory), limit, 0
-    self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
-    self._pending = []
+    self._pool, self._pending = concurrent.futures.ThreadPoolExecutor(max_workers=2), []
 
   def add(self, image, name, rotated):
     if self.limit is not None and self.count >= self.limit:
@@ -111,12 +89,8 @@ class _ImageWriter:
 
 def evaluate(deblur_params, coc_params, model_config, batches, output_dir=None, save_images=4,
              suite=None, branch_gates=None, title="Test set", notes=()):
-  """Scores every real (unpadded) image of `batches`; writes the tables into `output_dir`.
-
-  suite: a MetricSuite (default: PSNR, SSIM, MAE, which need no weights). save_images: how many
-  restored images to write (None: all). Returns the combined summary, with every group under
-  "groups".
-  """
+  """Scores every real image of `batches` (default suite: PSNR, SSIM, MAE), writes `save_images` (None: all)
+  and the tables into `output_dir`; returns the combined summary, every group under "groups"."""
   suite = suite or suite_lib.MetricSuite(suite_lib.PIXEL_METRICS)
   restore = make_restore_fn(model_config)
   gates = None if branch_gates is None else jnp.asarray(branch_gates, jnp.float32)
@@ -151,25 +125,23 @@ def evaluate(deblur_params, coc_params, model_config, batches, output_dir=None, 
       name = _text(batch["name"][i]) if "name" in batch else f"{len(records):03d}"
       record = {"name": name, "scene_type": _scene_type(host, i)}
       record.update({k: float(scores[k][i]) for k in suite.image_metrics})
-      record.update({f"{tables.INPUT_PREFIX}{k}": float(out[f"{tables.INPUT_PREFIX}{k}"][i]) for k in TABLE_KEYS})
+      record.update({f"{tables.INPUT_PREFIX}{k}": float(out[f"{tables.INPUT_PREFIX}{k}"][i])
+                     for k in suite_lib.PIXEL_METRICS})
       if "coc" in out and "coc" in host:
         record.update(coc_errors(out["coc"][i], host["coc"][i], host["combined"][i]))
       if "fid_restored" in scores:
         restored_features.append(scores["fid_restored"][i])
         target_features.append(scores["fid_target"][i])
       if writer is not None:
-        rotated = bool(host["rotated"][i]) if "rotated" in host else False
-        writer.add(out["restored"][i], _file_name(name, len(records)), rotated)
+        writer.add(out["restored"][i], _file_name(name, len(records)), "rotated" in host and bool(host["rotated"][i]))
       records.append(record)
   if writer is not None:
     writer.close()
   if jax.process_count() > 1:
-    mine = {"records": records, "restored": np.asarray(restored_features).tolist(),
-            "target": np.asarray(target_features).tolist()}
-    everyone = sharding.gather_from_processes(mine)
-    records = [r for part in everyone for r in part["records"]]
-    restored_features = [f for part in everyone for f in part["restored"]]
-    target_features = [f for part in everyone for f in part["target"]]
+    everyone = sharding.gather_from_processes({"records": records, "restored": np.asarray(restored_features).tolist(),
+                                               "target": np.asarray(target_features).tolist()})
+    records, restored_features, target_features = (
+        [x for part in everyone for x in part[k]] for k in ("records", "restored", "target"))
   if not records:
     raise ValueError("the test split has no images")
   groups = tables.summarise(records, suite.names, suite.fid, np.asarray(restored_features),
@@ -192,10 +164,7 @@ def _real_sizes(batch, real):
 
 
 def _score_cropped(suite, out, sharp, combined, sizes, real):
-  """Scores each real image of a padded batch at its own size (one compile per distinct size).
-
-  Returns (outputs cropped, scores) indexed by row like the unpadded path's arrays.
-  """
+  """(outputs cropped, scores) of a padded batch, each real image at its own size (a compile per size)."""
   out = {k: [v[i][:h, :w] for i, (h, w) in enumerate(sizes)] for k, v in out.items() if k in ("restored", "coc")}
   scores, baseline = {}, {}
   for i in np.flatnonzero(real):
@@ -209,10 +178,8 @@ def _score_cropped(suite, out, sharp, combined, sizes, real):
 
 
 def coc_errors(predicted, truth, combined):
-  """Signed-COC mean absolute errors of one image, over all pixels and over textured pixels.
-
-  predicted: (H, W, 3), the net's map per colour channel; truth: the one ground-truth map.
-  """
+  """Signed-COC mean absolute errors of one image's (H, W, 3) prediction, over all and over textured
+  pixels (where the DP views constrain the COC)."""
   predicted = np.asarray(predicted).mean(-1)
   error = np.abs(predicted - np.asarray(truth).reshape(predicted.shape))
   return {"coc_mae": float(error.mean()),
@@ -220,47 +187,33 @@ def coc_errors(predicted, truth, combined):
 
 
 def test_batches(config, mesh):
-  """The config's test split in order, as evaluation batches on `mesh`, with names and labels.
-
-  config.eval.batch_size images per device, as in training's evaluation stage (padding rows at
-  the end are masked out).
-  """
+  """The config's test split in order, config.eval.batch_size images per device, on `mesh`."""
   return datasets.DataSources(config.data, mesh).test_batches(config.eval.batch_size)
 
 
 def evaluate_checkpoint(config, workdir=None, weights=None, output_dir=None, metric_names=None,
                         metric_weights_dir=None, save_images=None, fid_dims=2048, suite=None):
-  """`bambnet eval`: a trained workdir's (or a converted checkpoint's) test-set evaluation.
-
-  workdir: a training run (deblurring net from <workdir>/deblur/weights, COC net from
-  <workdir>/coc/weights when there). weights: a deblurring-net weights directory instead (e.g.
-  a converted official checkpoint, which needs no COC map at test time). Test data come from
-  config.data (test_dataset, test_split, test_max_examples). Writes into output_dir (default
-  <workdir>/evaluation) and returns the combined summary. `suite`: an already loaded MetricSuite
-  (then metric_names, metric_weights_dir and fid_dims are not used).
-  """
+  """`bambnet eval` of a training workdir or a deblurring-net `weights` directory on config.data's test
+  split, into output_dir (default <workdir>/evaluation). A loaded `suite` replaces the metric arguments."""
   if (workdir is None) == (weights is None):
     raise ValueError("give either a training workdir or a weights directory, not both or neither")
   # Weights of the metrics first: a missing file should fail before minutes of inference.
   suite = suite or suite_lib.MetricSuite.load(metric_names or suite_lib.DEFAULT_METRICS, metric_weights_dir,
                                               fid_dims=fid_dims)
-  coc_params = None
-  if weights is not None:
-    deblur_params, _, model_config = weights_io.load_weights(weights, expected_net="deblur")
-    if output_dir is None:
-      raise ValueError("with --weights, say where the results go (--output-dir)")
-  else:
+  if workdir is not None:
     workdir = pathlib.Path(workdir)
-    deblur_params, _, model_config = weights_io.load_weights(workdir / "deblur" / "weights", expected_net="deblur")
-    if (workdir / "coc" / "weights").is_dir():
-      coc_params = weights_io.load_weights(workdir / "coc" / "weights", expected_net="coc")[0]
-    output_dir = output_dir or workdir / "evaluation"
+    weights, output_dir = workdir / "deblur" / "weights", output_dir or workdir / "evaluation"
+  deblur_params, _, model_config = weights_io.load_weights(weights, expected_net="deblur")
+  if output_dir is None:
+    raise ValueError("with --weights, say where the results go (--output-dir)")
+  coc_params = None
+  if workdir is not None and (workdir / "coc" / "weights").is_dir():
+    coc_params = weights_io.load_weights(workdir / "coc" / "weights", expected_net="coc")[0]
   mesh = sharding.make_mesh()
-  batches = test_batches(config, mesh)
-  notes = [f"Test data: {config.data.test_dataset} / {config.data.test_split}; weights: "
-           f"{weights or pathlib.Path(workdir) / 'deblur' / 'weights'}."]
+  notes = [f"Test data: {config.data.test_dataset} / {config.data.test_split}; weights: {weights}."]
   summary = evaluate(sharding.put_replicated(deblur_params, mesh),
                      None if coc_params is None else sharding.put_replicated(coc_params, mesh),
-                     model_config, batches, output_dir, save_images=save_images, suite=suite, notes=notes)
+                     model_config, test_batches(config, mesh), output_dir, save_images=save_images, suite=suite,
+                     notes=notes)
   table = tables.markdown(summary["groups"], suite.names, "Test set", notes, suite.fid_dims)
   return summary | {"output_dir": str(output_dir), "table": table}

@@ -1,9 +1,6 @@
-"""PSNR, SSIM and MAE per image, batched and jittable, with the literature's conventions (SPEC 7).
+"""PSNR, SSIM and MAE of float images in [0, 1] (N, H, W, C), one value per image (SPEC 7).
 
-All take float images in [0, 1], shaped (N, H, W, C), and return one value per image (N,).
-SSIM follows `skimage.metrics.structural_similarity(x, y, data_range=1, channel_axis=-1)` with
-its defaults: a 7x7 uniform window (not dm-pix's 11x11 Gaussian), sample covariance
-(N / (N - 1)), K1 = 0.01, K2 = 0.03, the border of 3 pixels left out, averaged over channels.
+SSIM is skimage's `structural_similarity(x, y, data_range=1, channel_axis=-1)` (7x7 uniform window).
 """
 
 import chex

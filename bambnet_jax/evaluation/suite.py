@@ -2,11 +2,8 @@
 
     suite = MetricSuite.load(("psnr", "ssim", "mae", "lpips_squeeze", "fid"), weights_dir=None)
     values = suite.per_image(restored, target)  # {"psnr": (N,), ..., "fid_restored": (N, 2048)}
-    suite.fid(restored_features, target_features)
 
-PSNR, SSIM and MAE need nothing; LPIPS (per backbone) and FID need pretrained weights
-(`metric_weights`), loaded for the metrics asked for. A metric whose weights are missing is an
-error naming every missing file, never a silently shorter table.
+Missing LPIPS or FID weights are an error naming every missing file, never a shorter table.
 """
 
 import jax
@@ -23,7 +20,6 @@ LPIPS_METRICS = {f"lpips_{net}": net for net in lpips.NETS}
 ALL_METRICS = PIXEL_METRICS + tuple(LPIPS_METRICS) + ("fid",)
 # BaMBNet reports LPIPS with SqueezeNet, most other deblurring papers with AlexNet.
 DEFAULT_METRICS = ("psnr", "ssim", "mae", "lpips_alex", "lpips_squeeze", "fid")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True}
 LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE", "lpips_alex": "LPIPS (alex)",
           "lpips_vgg": "LPIPS (vgg)", "lpips_squeeze": "LPIPS (squeeze)", "fid": "FID"}
 
@@ -41,24 +37,21 @@ class MetricSuite:
   """Per-image metrics of restored vs target batches, plus InceptionV3 features for FID."""
 
   def __init__(self, names, lpips_params=None, inception_variables=None, weight_files=None,
-               precision=jax.lax.Precision.HIGHEST, fid_method="gram", fid_dims=2048):
+               precision=jax.lax.Precision.HIGHEST, fid_dims=2048):
     """fid_dims: 2048 (pool3, the literature's FID) or 64 / 192 / 768 (pytorch-fid's --dims)."""
     self.names = parse_metrics(names)
     self.weight_files = dict(weight_files or {})
-    self.fid_method = fid_method
     if fid_dims not in inception.BLOCK_BY_DIMS:
       raise ValueError(f"FID features come in {sorted(inception.BLOCK_BY_DIMS)} dimensions, not {fid_dims}")
     self.fid_dims = fid_dims
-    weights = {"lpips": {}, "inception": None}
     nets = [LPIPS_METRICS[n] for n in self.names if n in LPIPS_METRICS]
     for net in nets:
       if net not in (lpips_params or {}):
         raise ValueError(f"LPIPS ({net}) was asked for but no parameters were given")
-      weights["lpips"][net] = lpips_params[net]
-    if "fid" in self.names:
-      if inception_variables is None:
-        raise ValueError("FID was asked for but no InceptionV3 variables were given")
-      weights["inception"] = inception_variables
+    if "fid" in self.names and inception_variables is None:
+      raise ValueError("FID was asked for but no InceptionV3 variables were given")
+    weights = {"lpips": {net: lpips_params[net] for net in nets},
+               "inception": inception_variables if "fid" in self.names else None}
     lpips_models = {net: lpips.LPIPS(net, precision) for net in nets}
     feature_model = inception.FIDInceptionV3(inception.BLOCK_BY_DIMS[fid_dims], precision=precision)
     pixel_names = [n for n in self.names if n in PIXEL_METRICS]
@@ -79,8 +72,7 @@ class MetricSuite:
   def load(cls, names, weights_dir=None, **kwargs):
     """Reads the pretrained weights the metrics need; one error lists every missing file."""
     names = parse_metrics(names)
-    lpips_params, weight_files, missing = {}, {}, []
-    inception_variables = None
+    lpips_params, weight_files, missing, inception_variables = {}, {}, [], None
     for name in names:
       try:
         if name in LPIPS_METRICS:
@@ -105,4 +97,4 @@ class MetricSuite:
     return self._compute(self._weights, restored, target)
 
   def fid(self, restored_features, target_features):
-    return fid_lib.fid(np.asarray(restored_features), np.asarray(target_features), method=self.fid_method)
+    return fid_lib.fid(np.asarray(restored_features), np.asarray(target_features))

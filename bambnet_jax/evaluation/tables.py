@@ -1,10 +1,5 @@
-"""Results tables of an evaluation: indoor, outdoor and combined (the paper's Tables I and II).
-
-Per-image values are averaged within each group; FID is computed over each group's images. The
-same numbers are written three ways: metrics.json (everything, with per-image values and the
-SHA-256 of every weights file used), metrics.csv (one row per group) and per_image.csv, and
-metrics.md (for reading).
-"""
+"""Results tables of an evaluation: indoor, outdoor and combined (the paper's Tables I and II), as
+metrics.json (everything, with weight-file hashes), metrics.csv, per_image.csv and metrics.md."""
 
 import csv
 import io
@@ -21,11 +16,8 @@ INPUT_PREFIX = "input_"  # the blurred input (L + R) / 2 scored against the targ
 
 
 def summarise(records, metric_names, fid_fn=None, restored_features=None, target_features=None):
-  """{group: {metric: mean, "num_images": n, "fid": ...}} for indoor, outdoor (if any) and combined.
-
-  records: one dict per image with "scene_type" and per-image values (metric names, input_*,
-  coc_*). restored_features / target_features: (N, D) rows aligned with records, for FID.
-  """
+  """{group: {metric: mean, "num_images": n, "fid": ...}} for indoor, outdoor (if any) and combined,
+  from one record per image and FID features (N, D) aligned with them."""
   scene_types = np.array([r.get("scene_type", "unknown") for r in records])
   groups = {}
   for group in GROUPS:
@@ -34,8 +26,7 @@ def summarise(records, metric_names, fid_fn=None, restored_features=None, target
       continue
     chosen = [r for r, keep in zip(records, rows) if keep]
     keys = [k for k, v in chosen[0].items() if isinstance(v, float)]  # not name / scene_type
-    summary = {k: float(np.mean([r[k] for r in chosen])) for k in keys}
-    summary["num_images"] = len(chosen)
+    summary = {k: float(np.mean([r[k] for r in chosen])) for k in keys} | {"num_images": len(chosen)}
     if "fid" in metric_names and fid_fn is not None:
       # FID compares two sets; one image has no covariance (None: JSON has no NaN).
       summary["fid"] = fid_fn(restored_features[rows], target_features[rows]) if rows.sum() >= 2 else None
@@ -49,7 +40,7 @@ def _format(value):
 
 def markdown(groups, metric_names, title="", notes=(), fid_dims=2048):
   """The groups as a Markdown table: one row per group, one column per metric."""
-  columns = [m for m in metric_names]
+  columns = list(metric_names)
   lines = [f"## {title}", ""] if title else []
   lines.append("| | images | " + " | ".join(suite_lib.LABELS[m] for m in columns) + " |")
   lines.append("| --- " * (len(columns) + 2) + "|")

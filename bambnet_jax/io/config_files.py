@@ -23,32 +23,23 @@ def load_config(spec):
   return module.get_config(arg or None)
 
 
-def _parse_value(text):
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text  # a bare string such as a path
-
-
 def apply_overrides(config, overrides):
-  """Applies `a.b=value` strings (values as Python literals); unknown fields are an error."""
+  """Applies `a.b=value` strings (Python literals, else bare strings such as paths); unknown fields are an error."""
   for item in overrides:
     key, sep, text = item.partition("=")
     if not sep:
       raise ConfigError(f"override {item!r} is not of the form field=value")
-    node = config
-    parts = key.split(".")
-    for part in parts[:-1]:
-      if part not in node:
+    current = config
+    for part in key.split("."):
+      if part not in current:
         raise ConfigError(f"override {item!r}: no field {part!r}")
-      node = node[part]
-    if parts[-1] not in node:
-      raise ConfigError(f"override {item!r}: no field {parts[-1]!r}")
-    value = _parse_value(text)
-    if isinstance(node[parts[-1]], tuple) and isinstance(value, list):
-      value = tuple(value)
+      node, current = current, current[part]
     try:
-      node[parts[-1]] = value
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    try:
+      node[part] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
     except TypeError as e:
       raise ConfigError(f"override {item!r}: {e}") from e
   return config

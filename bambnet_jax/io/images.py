@@ -1,13 +1,9 @@
 """The one place that decides bit depth, channel order and DP pairing for every entry point.
 
-Images are held as H x W x C arrays in RGB order (C = 3) or single-channel (C = 1), either as
-their integer pixels (uint8 / uint16) or as float32 in [0, 1] (integer / (2**bits - 1)).
-OpenCV does the decoding because it keeps 16-bit PNGs 16-bit; it returns BGR, which is flipped
-here and nowhere else.
-
-Raw DP views (phones: one channel, 10-14 bits in a 16-bit container above a black level) map to
-[0, 1] through their black and white levels (`RawLevels`), and an optional flat-field pair removes
-each view's own vignetting (`flat_field_gains`); `DPReader` applies both for the user commands.
+Images are H x W x C arrays, RGB or single-channel, as uint8/uint16 pixels or float32 in [0, 1]
+(integer / (2**bits - 1)). OpenCV decodes (16-bit PNGs stay 16-bit) in BGR, flipped here only.
+Raw DP views (phones: 10-14 bits above a black level) map to [0, 1] through their `RawLevels`, and
+a flat-field pair removes each view's vignetting; `DPReader` applies both for the user commands.
 """
 
 import dataclasses
@@ -20,13 +16,8 @@ import numpy as np
 
 from bambnet_jax.io import files
 
-_SIGNATURES = {
-    b"\x89PNG\r\n\x1a\n": "png",
-    b"\xff\xd8\xff": "jpeg",
-    b"II*\x00": "tiff",
-    b"MM\x00*": "tiff",
-    b"BM": "bmp",
-}
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"II*\x00": "tiff", b"MM\x00*": "tiff",
+               b"BM": "bmp"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
@@ -36,35 +27,25 @@ class ImageError(ValueError):
   def __init__(self, path, problem):
     super().__init__(f"{path}: {problem}")
     self.path = str(path)
-    self.problem = problem
 
 
 def bit_depth_of(pixels):
   """8 or 16 for integer images, None for float arrays."""
-  if pixels.dtype == np.uint8:
-    return 8
-  if pixels.dtype == np.uint16:
-    return 16
-  return None
+  return {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(pixels.dtype)
 
 
-def _check_encoded(path, data):
+def decode_image(data, path="<bytes>"):
+  """Decodes encoded image bytes to an H x W x C integer array in RGB order."""
   if not data:
     raise ImageError(path, "empty file")
   kind = next((k for sig, k in _SIGNATURES.items() if data.startswith(sig)), None)
   if kind is None:
     raise ImageError(path, "not an image (unrecognised file signature)")
-  # libpng decodes a PNG cut short into a partly black image without complaint; the IEND chunk
-  # at the end is the cheap proof that the file is whole.
+  # libpng decodes a PNG cut short into a partly black image without complaint: check its IEND chunk.
   if kind == "png" and (data[-12:-8] != b"\x00" * 4 or data[-8:-4] != b"IEND"):
     raise ImageError(path, "truncated PNG (no IEND chunk at the end)")
   if kind == "jpeg" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
     raise ImageError(path, "truncated JPEG (no end-of-image marker)")
-
-
-def decode_image(data, path="<bytes>"):
-  """Decodes encoded image bytes to an H x W x C integer array in RGB order."""
-  _check_encoded(path, data)
   pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
   if pixels is None:
     raise ImageError(path, "corrupt or unsupported image data (decoder failed)")
@@ -72,34 +53,24 @@ def decode_image(data, path="<bytes>"):
     raise ImageError(path, f"unsupported pixel type {pixels.dtype} (need 8- or 16-bit)")
   if pixels.ndim == 2:
     return pixels[:, :, None]
-  if pixels.shape[2] == 4:  # drop alpha
-    pixels = pixels[:, :, :3]
+  pixels = pixels[:, :, :3] if pixels.shape[2] == 4 else pixels  # drop alpha
   if pixels.shape[2] != 3:
     raise ImageError(path, f"unsupported number of channels {pixels.shape[2]}")
   return np.ascontiguousarray(pixels[:, :, ::-1])
 
 
 def read_image(path):
-  """Reads an image file (8/16-bit PNG, JPEG, TIFF, BMP) or a float `.npy` array.
-
-  Returns an H x W x C array: uint8/uint16 pixels for image files, float32 for `.npy`
-  (which must be finite and 2-D or 3-D with 1 or 3 channels).
-  """
+  """An image file (8/16-bit PNG, JPEG, TIFF, BMP) as integer pixels, or a float `.npy` array as float32."""
   path = pathlib.Path(path)
   if not path.is_file():
     raise ImageError(path, "file not found" if not path.exists() else "not a regular file")
-  if path.suffix.lower() == ".npy":
-    return _read_float_array(path)
-  return decode_image(path.read_bytes(), path)
-
-
-def _read_float_array(path):
+  if path.suffix.lower() != ".npy":
+    return decode_image(path.read_bytes(), path)
   try:
     array = np.load(path, allow_pickle=False)
   except Exception as e:  # numpy raises several types for corrupt files
     raise ImageError(path, f"unreadable .npy array ({e})") from e
-  if array.ndim == 2:
-    array = array[:, :, None]
+  array = array[:, :, None] if array.ndim == 2 else array
   if array.ndim != 3 or array.shape[2] not in (1, 3):
     raise ImageError(path, f"array of shape {array.shape} is not H x W, H x W x 1 or H x W x 3")
   if not np.issubdtype(array.dtype, np.floating):
@@ -112,17 +83,14 @@ def _read_float_array(path):
 def to_float(pixels):
   """Integer pixels to float32 in [0, 1]; float input is passed through as float32."""
   depth = bit_depth_of(pixels)
-  if depth is None:
-    return np.asarray(pixels, np.float32)
-  return pixels.astype(np.float32) / np.float32(2**depth - 1)
+  return np.asarray(pixels, np.float32) if depth is None else pixels.astype(np.float32) / np.float32(2**depth - 1)
 
 
 def from_float(image, bit_depth):
   """Float image in [0, 1] to rounded, clipped uint8/uint16 pixels."""
   if bit_depth not in (8, 16):
     raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
-  peak = 2**bit_depth - 1
-  scaled = np.rint(np.clip(np.asarray(image, np.float64), 0.0, 1.0) * peak)
+  scaled = np.rint(np.clip(np.asarray(image, np.float64), 0.0, 1.0) * (2**bit_depth - 1))
   return scaled.astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
@@ -131,10 +99,8 @@ def encode_png(pixels):
   pixels = np.asarray(pixels)
   if bit_depth_of(pixels) is None:
     raise ValueError(f"PNG needs uint8 or uint16 pixels, got {pixels.dtype}")
-  if pixels.ndim == 3 and pixels.shape[2] == 3:
-    pixels = pixels[:, :, ::-1]
-  elif pixels.ndim == 3 and pixels.shape[2] == 1:
-    pixels = pixels[:, :, 0]
+  if pixels.ndim == 3 and pixels.shape[2] in (1, 3):
+    pixels = pixels[:, :, ::-1] if pixels.shape[2] == 3 else pixels[:, :, 0]
   ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels))
   if not ok:
     raise ValueError("PNG encoding failed")
@@ -148,9 +114,8 @@ def write_png(path, pixels):
 
 def write_npy(path, array):
   """Writes a NumPy array atomically."""
-  with files.atomic_path(path) as tmp:
-    with open(tmp, "wb") as f:
-      np.save(f, np.asarray(array))
+  with files.atomic_path(path) as tmp, open(tmp, "wb") as f:
+    np.save(f, np.asarray(array))
 
 
 def read_dp_pair(left_path, right_path):
@@ -173,50 +138,42 @@ class DPPairFiles:
 
 
 def find_dp_pairs(directory, suffixes=IMAGE_SUFFIXES):
-  """Finds DP pairs under `directory`.
-
-  Two layouts are recognised: DPDD names in one folder (`NAME_L.png` with `NAME_R.png`, optional
-  sharp target `NAME_S.png`; any of `suffixes`), and one folder per capture holding `l.png` and
-  `r.png` (optional `sharp.png`). Returns (pairs, problems): problems lists each unpaired file with
-  the reason, so a folder run can process the good pairs and report the rest.
-  """
+  """(pairs, problems: (unpaired file, reason)) under `directory`, in two layouts: DPDD names
+  (`NAME_L.png`, `NAME_R.png`, optional `NAME_S.png`; any of `suffixes`), and a folder per capture
+  holding `l.png`, `r.png` (and optional `sharp.png`)."""
   directory = pathlib.Path(directory)
   if not directory.is_dir():
     raise ImageError(directory, "input directory not found")
   pairs, problems = [], []
   for folder, _, names in sorted(os.walk(directory)):
     folder = pathlib.Path(folder)
-    lower = {n.lower(): n for n in names}
-    if "l.png" in lower or "r.png" in lower:
-      rel = folder.relative_to(directory).as_posix()
-      name = "." if rel == "." else rel
-      if "l.png" in lower and "r.png" in lower:
-        sharp = folder / lower["sharp.png"] if "sharp.png" in lower else None
-        pairs.append(DPPairFiles(name, folder / lower["l.png"], folder / lower["r.png"], sharp))
-      else:
-        missing = "r.png" if "l.png" in lower else "l.png"
-        problems.append((folder / lower.get("l.png", lower.get("r.png", "")), f"missing partner view {missing}"))
+    views = {n.lower(): folder / n for n in names}
+    _add_pair(pairs, problems, folder.relative_to(directory).as_posix(), views, ("l.png", "r.png", "sharp.png"), str)
     stems = {}
     for n in names:
       stem, ext = os.path.splitext(n)
       if ext.lower() in suffixes and len(stem) > 2 and stem[-2] == "_" and stem[-1] in "LRSlrs":
         stems.setdefault(stem[:-2], {})[stem[-1].upper()] = folder / n
     for stem, views in sorted(stems.items()):
-      name = (folder.relative_to(directory) / stem).as_posix()
-      if "L" in views and "R" in views:
-        pairs.append(DPPairFiles(name, views["L"], views["R"], views.get("S")))
-      elif "L" in views or "R" in views:
-        have = "L" if "L" in views else "R"
-        want = "R" if have == "L" else "L"
-        problems.append((views[have], f"missing partner view {stem}_{want}.*"))
+      _add_pair(pairs, problems, (folder.relative_to(directory) / stem).as_posix(), views, ("L", "R", "S"),
+                lambda want: f"{stem}_{want}.*")  # pylint: disable=cell-var-from-loop
   return pairs, problems
+
+
+def _add_pair(pairs, problems, name, views, keys, partner_name):
+  """Adds the pair in `views` ({key: path}) under keys (left, right, sharp), or a lone view's problem."""
+  left, right, sharp = keys
+  if left in views and right in views:
+    pairs.append(DPPairFiles(name, views[left], views[right], views.get(sharp)))
+  for have, want in ((left, right), (right, left)):
+    if have in views and want not in views:
+      problems.append((views[have], f"missing partner view {partner_name(want)}"))
 
 
 SIDECAR_NAME = "dp_raw.json"  # {"black_level": 1024, "white_level": 16383} beside a raw pair
 SIDECAR_KEYS = ("black_level", "white_level")
-# Flat-field smoothing, a Gaussian of this share of the longer side: vignetting changes over the
-# frame, noise from pixel to pixel (sigma 5 px averages ~300 px). Wider averages more noise but its
-# reflected borders flatten the steep corners of vignetting more (~1% at 2%).
+# Flat-field smoothing, a Gaussian of this share of the longer side: wider averages more noise, but
+# its reflected borders flatten the steep corners of vignetting more (~1% at 2%).
 FLAT_SIGMA = 0.02
 FLAT_GRID_SIGMA = 4.0  # px: a wide Gaussian runs on a grid coarsened until sigma spans this many cells
 FLAT_MAX_SATURATED = 0.01  # share of a flat field's pixels allowed at the white level
@@ -262,37 +219,25 @@ def raw_to_unit(view, black, white):
   return np.clip(unit, 0.0, 1.0, out=unit)
 
 
-def find_sidecar(folder, root=None):
-  """The `SIDECAR_NAME` file in `folder`, else in its parents up to `root` (None: `folder` only)."""
+def raw_levels(folder, black=None, white=None, root=None):
+  """The raw levels of the pair in `folder`: the flags `black`/`white` over the SIDECAR_NAME file's
+  in `folder`, else in its parents up to `root` (None: `folder` only). None when neither gives any;
+  ImageError, naming the sidecar (or the flags), for a level alone or an invalid pair."""
   folder = pathlib.Path(folder).absolute()
   root = None if root is None else pathlib.Path(root).absolute()
-  while True:
-    if (folder / SIDECAR_NAME).is_file():
-      return folder / SIDECAR_NAME
-    if root is None or folder == root or root not in folder.parents:
-      return None
+  while not (folder / SIDECAR_NAME).is_file() and root is not None and root in folder.parents:
     folder = folder.parent
-
-
-def read_sidecar(path):
-  """The levels a sidecar holds: {"black_level": ..., "white_level": ...}, either key may be absent."""
-  try:
-    record = json.loads(pathlib.Path(path).read_text())
-  except (OSError, ValueError) as e:
-    raise ImageError(path, f"unreadable raw-levels file ({e})") from e
-  if not isinstance(record, dict):
-    raise ImageError(path, 'expected a JSON object such as {"black_level": 1024, "white_level": 16383}')
-  if set(record) - set(SIDECAR_KEYS):  # a misspelt key would otherwise be ignored silently
-    raise ImageError(path, f"unknown key(s) {sorted(set(record) - set(SIDECAR_KEYS))}; expected {list(SIDECAR_KEYS)}")
-  return record
-
-
-def raw_levels(folder, black=None, white=None, root=None):
-  """The raw levels of the pair in `folder`: the flags `black`/`white` over the sidecar's values
-  (see `find_sidecar`). None when neither gives any; ImageError when only one level is known or
-  the two are not a valid pair, naming the sidecar (or the flags) and the problem."""
-  sidecar = find_sidecar(folder, root)
-  record = read_sidecar(sidecar) if sidecar else {}
+  sidecar, record = folder / SIDECAR_NAME, {}
+  if sidecar.is_file():
+    try:
+      record = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as e:
+      raise ImageError(sidecar, f"unreadable raw-levels file ({e})") from e
+    if not isinstance(record, dict):
+      raise ImageError(sidecar, 'expected a JSON object such as {"black_level": 1024, "white_level": 16383}')
+    unknown = sorted(set(record) - set(SIDECAR_KEYS))
+    if unknown:  # a misspelt key would otherwise be ignored silently
+      raise ImageError(sidecar, f"unknown key(s) {unknown}; expected {list(SIDECAR_KEYS)}")
   levels = dict(zip(SIDECAR_KEYS, (black, white)))
   from_file = [k for k in SIDECAR_KEYS if levels[k] is None and k in record]
   levels.update({k: record[k] for k in from_file})
@@ -313,23 +258,19 @@ def _smooth(image, sigma):
   """A Gaussian blur (reflected borders) of an (H, W, C) float32 image, on a coarser grid when wide."""
   height, width, channels = image.shape
   step = max(1, int(sigma / FLAT_GRID_SIGMA))
-  small = image
-  if step > 1:
-    small = cv2.resize(image, (max(1, round(width / step)), max(1, round(height / step))), interpolation=cv2.INTER_AREA)
+  coarse = (max(1, round(width / step)), max(1, round(height / step)))
+  small = cv2.resize(image, coarse, interpolation=cv2.INTER_AREA) if step > 1 else image
   small = cv2.GaussianBlur(small, (0, 0), sigma * small.shape[1] / width, borderType=cv2.BORDER_REFLECT)
-  if step > 1:
-    small = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+  small = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR) if step > 1 else small
   return small.reshape(height, width, channels)
 
 
 def flat_field_response(flat, black, white, sigma=None):
-  """A flat field's smoothed response in [0, 1] units, (H, W, C) float32.
+  """The smoothed response ([0, 1] units, (H, W, C)) of a raw capture of a uniform bright surface.
 
-  flat: a raw capture of a uniform bright surface, (H, W, C); sigma: px (default FLAT_SIGMA of the
-  longer side). ValueError for an over-exposed, dark or far from uniform capture.
+  sigma: px (default FLAT_SIGMA of the longer side). ValueError for an over-exposed, dark or uneven one.
   """
-  flat = np.asarray(flat)
-  flat = flat[:, :, None] if flat.ndim == 2 else flat
+  flat = np.asarray(flat).reshape(*np.shape(flat)[:2], -1)
   saturated = float(np.mean(flat >= white))
   if saturated > FLAT_MAX_SATURATED:
     raise ValueError(f"over-exposed flat field: {100 * saturated:.0f}% of its pixels at the white level {white:g}")
@@ -346,26 +287,24 @@ def flat_field_response(flat, black, white, sigma=None):
 
 
 def flat_field_gains(flat_left, flat_right, black, white, sigma=None):
-  """Per-view gains removing each view's vignetting: corrected = view * gain (float32, (H, W, C)).
-
-  gain = m / (the view's smoothed flat field), m the mean over both flat fields: each view is
-  divided by its own mean-normalised flat, and a brightness difference between the views goes too.
-  """
+  """Per-view gains (float32, (H, W, C)) removing each view's vignetting: corrected = view * gain."""
   return _gains(*(flat_field_response(f, black, white, sigma) for f in (flat_left, flat_right)))
 
 
 def _gains(response_left, response_right):
+  # Over the mean of both flat fields: a brightness difference between the views goes too.
   mean = np.float32((response_left.mean() + response_right.mean()) / 2)
   return mean / response_left, mean / response_right
 
 
 @dataclasses.dataclass(frozen=True)
 class DPViews:
-  """A DP pair as a command uses it: the views, and how its files encode pixels (for outputs)."""
-  left: np.ndarray  # integer pixels as read; float32 in [0, 1] once levels or a flat field applied
+  """A DP pair as a command uses it: the views (as read, or float32 in [0, 1] once `levels` or a flat
+  field are applied), and the files' pixel type, for outputs."""
+  left: np.ndarray
   right: np.ndarray
-  levels: RawLevels | None  # the levels applied (None: the views are as read)
-  dtype: np.dtype  # the files' pixel type
+  levels: RawLevels | None
+  dtype: np.dtype
 
   def encode(self, image):
     """A float [0, 1] image in the files' encoding: their levels and pixel type (float: float32)."""
@@ -375,9 +314,8 @@ class DPViews:
 class DPReader:
   """Reads DP pairs for the user commands, applying raw levels and a flat-field pair when given.
 
-  black_level, white_level: raw levels (None: from the SIDECAR_NAME file beside each pair, found up
-  to `root`); with neither, pairs are read as ordinary images. flat_left, flat_right: captures of a
-  uniform bright surface with the views' levels, each view divided by its own smoothed flat field.
+  black_level, white_level: None takes them from the SIDECAR_NAME file beside each pair (found up to
+  `root`); with neither, pairs are read as ordinary images. flat_left, flat_right: the views' flat fields.
   """
 
   def __init__(self, black_level=None, white_level=None, flat_left=None, flat_right=None, root=None):

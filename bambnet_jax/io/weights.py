@@ -1,8 +1,7 @@
 """Network weights on disk: an orbax checkpoint of the parameters plus JSON metadata.
 
-`--weights DIR` everywhere takes such a directory: written by `bambnet convert-torch` or exported
-from a training workdir. Orbax writes into a temporary directory and renames it when complete, so
-a killed process never leaves a checkpoint that looks whole.
+`--weights DIR` everywhere takes such a directory, written by `bambnet convert-torch` or a training
+run. Orbax renames a checkpoint into place when complete: a killed process never leaves one that looks whole.
 """
 
 import os
@@ -31,22 +30,17 @@ def save_weights(directory, params, net, model_config, source=""):
   directory = pathlib.Path(directory)
   if directory.exists() and any(directory.iterdir()):
     raise WeightsError(f"{directory}: already exists and is not empty; choose a new output directory")
-  meta = {"format": WEIGHTS_FORMAT, "net": net, "model": model_config.to_dict() | {"kernel_layout": KERNEL_LAYOUT},
-          "source": str(source)}
-  meta["model"]["branch_capacities"] = list(meta["model"]["branch_capacities"])
+  model = model_config.to_dict() | {"kernel_layout": KERNEL_LAYOUT,
+                                    "branch_capacities": list(model_config.branch_capacities)}
+  meta = {"format": WEIGHTS_FORMAT, "net": net, "model": model, "source": str(source)}
   params = jax.tree_util.tree_map(np.asarray, params)
   with _manager(directory) as manager:
-    manager.save(_STEP, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                                meta=ocp.args.JsonSave(meta)))
+    manager.save(_STEP, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)))
     manager.wait_until_finished()
 
 
 def load_weights(directory, expected_net=None):
-  """Reads weights written by `save_weights`. Returns (params, net, model_config).
-
-  model_config is the ConfigDict of model fields the weights were written with
-  (`models.networks.model_config`).
-  """
+  """Reads weights written by `save_weights`: (params, net, the `networks.model_config` they were written with)."""
   directory = pathlib.Path(directory)
   if not directory.is_dir():
     raise WeightsError(f"{directory}: weights directory not found")

@@ -1,21 +1,11 @@
-"""A classical signed-COC estimate with no training: per pixel, the COC that minimises the locally
-smoothed reblur residual of the loss in `reblur.py`.
+"""A classical signed-COC estimate with no training: per pixel, the COC minimising the locally
+smoothed reblur residual of `reblur.py`, and `textured_mask`, where a DP pair carries COC information.
 
-The reblur residual at a signed COC b is G x (Lg - Rg) = (1 - t) A_k + t A_(k+1), k = floor(b),
-with A_s = G x Q_s the smoothed response at the integer s (see `reblur.py`). Its local energy
-E(b) = W * [(A_k - t D_k)^2], D_k = A_k - A_(k+1), W a box window (summed over colour channels
-unless per channel), is on each interval [k, k + 1] a parabola in t with coefficients W * A_k^2,
-W * A_k D_k and W * D_k^2. So the search evaluates every integer candidate -m..m and refines
-sub-pixel by minimising each interval's parabola in closed form: the parabolic refinement is exact
-for this energy, not a fit through three grid samples.
-
-Two guards for real images: the views are extended by repeating their border pixels (the loss's
-zero padding would be a false edge, different in the two views), and near depth edges a pixel may
-take the estimate of a nearby shifted window that fits clearly better than the centred one, which
-straddles the edge (shiftable windows, as in classical stereo).
-
-Also the definition of "textured pixels" (where a DP pair carries COC information), used by tests
-and evaluation: `textured_mask`.
+At a signed COC b the residual is (1 - t) A_k + t A_(k+1), k = floor(b), A_s the smoothed
+response at integer s; its windowed energy is on each interval [k, k + 1] a parabola in t, so
+every integer candidate -m..m is evaluated and refined sub-pixel in closed form (exact, not a fit).
+On real images the views are edge-extended (zero padding would be a false edge) and near depth
+edges a pixel may take a clearly better shifted window's estimate (shiftable windows, as in stereo).
 """
 
 import functools
@@ -44,28 +34,22 @@ def box_sum(x, size):
   def along(x, axis):
     pad = [(0, 0)] * x.ndim
     pad[axis] = (r + 1, r)
-    c = jnp.cumsum(jnp.pad(x, pad), axis=axis)
-    n = x.shape[axis]
-    upper = jax.lax.slice_in_dim(c, size, size + n, axis=axis)
-    lower = jax.lax.slice_in_dim(c, 0, n, axis=axis)
-    return upper - lower
+    c, n = jnp.cumsum(jnp.pad(x, pad), axis=axis), x.shape[axis]
+    return jax.lax.slice_in_dim(c, size, size + n, axis=axis) - jax.lax.slice_in_dim(c, 0, n, axis=axis)
 
   return along(along(x, x.ndim - 2), x.ndim - 1)
 
 
 def _interval_minima(energy, slope, curvature):
-  """Per interval [s, s+1]: the t in [0, 1] minimising e - 2 t g + t^2 h, and that minimum.
-
-  energy e = W * A_s^2, slope g = W * A_s D_s, curvature h = W * D_s^2 >= 0, each (S-1, ...).
-  """
+  """Per interval [s, s+1], D_s = A_s - A_(s+1): the t in [0, 1] minimising e - 2 t g + t^2 h and that
+  minimum, for the windowed e = W * A_s^2, g = W * A_s D_s, h = W * D_s^2, each (S-1, ...)."""
   t = jnp.clip(slope / jnp.maximum(curvature, 1e-30), 0.0, 1.0)
   return t, energy - 2.0 * t * slope + t ** 2 * curvature
 
 
 def _best_shifted_window(value, coc, shift):
-  """Per pixel, the estimate of the window, among those centred within +-shift px (3x3 offsets),
-  with the lowest residual: near a depth edge a window lying on one side of it fits better than
-  the centred one straddling it (shiftable windows, as in classical stereo)."""
+  """Per pixel, the estimate of the window with the lowest residual among those centred within
+  +-shift px (3x3 offsets): near a depth edge, one lying on one side of it."""
   offsets = [(dy, dx) for dy in (-shift, 0, shift) for dx in (-shift, 0, shift)]
   values = jnp.stack([jnp.roll(value, offset, axis=(-2, -1)) for offset in offsets])
   values = values.at[offsets.index((0, 0))].multiply(SHIFT_MARGIN)
@@ -78,9 +62,8 @@ def _best_shifted_window(value, coc, shift):
 def _search(left, right, max_radius, window, shift, per_channel):
   """left, right: (H, W, C) float32. Returns the signed COC, (H, W) or (H, W, C)."""
   height, width = left.shape[:2]
-  # The loss correlates with zeros outside the image, a false edge that is different in the two
-  # views; repeating the border pixels instead keeps the residual near the border honest. The
-  # margin covers the kernels, the window and its shifts, so no roll wraps into the image.
+  # Edge-extended, not zero-padded: zeros are a false edge, different in the two views. The margin
+  # covers the kernels, the window and its shifts, so no roll wraps into the image.
   pad = max_radius + window + shift
   padding = ((pad, pad), (pad, pad), (0, 0))
   left, right = jnp.pad(left, padding, mode="edge"), jnp.pad(right, padding, mode="edge")
@@ -108,13 +91,11 @@ def estimate_coc(left, right, max_radius=dp_kernels.MAX_RADIUS, window=DEFAULT_W
     left, right: (H, W, C) views, float in [0, 1] (or uint8/uint16 pixels).
     max_radius: candidates are the signed radii -max_radius..max_radius, refined in between.
     window: side of the square window over which the residual energy is summed (odd, px).
-    shift: how far (px) a pixel may borrow the estimate of a better-fitting nearby window;
+    shift: how far (px) a pixel may borrow a better-fitting nearby window's estimate;
       None: window // 2; 0: centred windows only.
     per_channel: one COC per colour channel (H, W, C) instead of one shared map (H, W).
 
-  Returns:
-    (coc, textured): float32 COC map and the boolean `textured_mask` of the combined image,
-    which marks the pixels where the estimate is meaningful.
+  Returns (coc, textured): the float32 COC map and the `textured_mask` of (left + right) / 2.
   """
   left, right = images.to_float(np.asarray(left)), images.to_float(np.asarray(right))
   if left.shape != right.shape or left.ndim != 3:
@@ -127,17 +108,11 @@ def estimate_coc(left, right, max_radius=dp_kernels.MAX_RADIUS, window=DEFAULT_W
 
 
 def textured_mask(image, window=TEXTURE_WINDOW, threshold=TEXTURE_THRESHOLD):
-  """Pixels with enough horizontal detail for the DP views to reveal their COC.
+  """(H, W) bool: pixels with enough horizontal detail for the DP views to reveal their COC.
 
-  DP disparity is horizontal, so only horizontal intensity changes carry it. A pixel counts as
-  textured when the RMS of the horizontal central difference of the grey image, over a
-  `window` x `window` neighbourhood, is at least `threshold` (per px, intensities in [0, 1]).
-  Absolute rather than a percentile, so a flat image has no textured pixels at all.
-
-  Args:
-    image: (H, W) or (H, W, C) float image in [0, 1] (for a DP pair: the combined (L + R) / 2).
-  Returns:
-    (H, W) bool.
+  DP disparity is horizontal: a pixel is textured when the RMS horizontal central difference of the
+  grey `image` ((H, W) or (H, W, C) in [0, 1]) over a `window`^2 neighbourhood is at least
+  `threshold` per px. Absolute, not a percentile, so a flat image has no textured pixels at all.
   """
   grey = np.asarray(image, np.float64)
   if grey.ndim == 3:

@@ -1,14 +1,10 @@
-"""The dual-pixel kernel family and tent weights of the reblur loss (SPEC section 3).
+"""The dual-pixel kernel family and tent weights of the reblur loss (SPEC section 3), defined once for
+the loss, the classical COC search and the synthetic generator, so rendered views and loss agree.
 
-The one definition, shared by the loss (`reblur.py`), the classical COC search and the synthetic
-generator, so that rendered views and the loss agree exactly.
-
-Sign convention: a signed COC b > 0 means in front of the focal plane. A scene point at b > 0 is
-imaged into the left view by *convolution* with K+_b and into the right view by convolution with
-K-_b; then L x K+ = R x K- in the cross-correlation of the loss (both equal S * K+ * K-), so the
-loss vanishes at the true b. Convolution with K+ (heavier on its right columns) moves content to
-the right, so in front of focus the right view is shifted left of the left view, as real cameras do
-(see the Canon pairs in the test data).
+Sign convention: a signed COC b > 0 is in front of the focal plane, where the left view is the scene
+*convolved* with K+_b and the right view with K-_b; then L x K+ = R x K- in the loss's
+cross-correlation, so it vanishes at the true b. K+ (heavier on its right columns) moves content
+right, so in front of focus the right view is shifted left of the left one, as in real cameras.
 """
 
 import numpy as np
@@ -17,10 +13,7 @@ MAX_RADIUS = 24  # the paper's bound on the COC (radii 0..24, "25 as the upper b
 
 
 def fast_fft_length(n):
-  """Smallest 2-3-5-smooth integer >= n: FFT sizes every library (pocketfft, cuFFT) does fast.
-
-  Both the loss and the generator convolve with these kernels by FFT.
-  """
+  """Smallest 2-3-5-smooth integer >= n: an FFT size every library (pocketfft, cuFFT) does fast."""
   while True:
     m = n
     for p in (2, 3, 5):
@@ -59,19 +52,14 @@ def kernel_minus(radius):
 
 
 def signed_kernel(signed_radius):
-  """K+_s for s >= 0 and K-_|s| for s < 0: the left view's kernel at an integer signed COC s.
-
-  The right view's kernel at s is the left view's at -s (the mirror image).
-  """
+  """K+_s for s >= 0 and K-_|s| for s < 0: the left view's kernel at an integer signed COC s (the
+  right view's is the left view's at -s)."""
   s = int(signed_radius)
   return kernel_plus(s) if s >= 0 else kernel_minus(-s)
 
 
 def kernel_stack(max_radius=MAX_RADIUS, dtype=np.float32):
-  """K+_R for R = 0..max_radius, each centred in a (2*max_radius+1)^2 frame of zeros.
-
-  Returns (max_radius + 1, 2m+1, 2m+1). K-_R is the left-right mirror of entry R.
-  """
+  """K+_R for R = 0..m (m = max_radius), each centred in a (2m+1)^2 frame of zeros: (m + 1, 2m+1, 2m+1)."""
   size = 2 * max_radius + 1
   stack = np.zeros((max_radius + 1, size, size), np.float64)
   for radius in range(max_radius + 1):
@@ -81,10 +69,9 @@ def kernel_stack(max_radius=MAX_RADIUS, dtype=np.float32):
 
 
 def tent_weights(coc, max_radius=MAX_RADIUS):
-  """The SPEC's tent weights h+_i, h-_i for i = 0..max_radius, as written there.
+  """The SPEC's tent weights (h+_i, h-_i), i = 0..max_radius, each of shape coc.shape + (max_radius + 1,).
 
   h+_i = max(0, 1 - |b - i|), h-_i = max(0, 1 - |b + i|), both halved at i = 0.
-  Returns (h_plus, h_minus), each of shape coc.shape + (max_radius + 1,).
   """
   coc = np.asarray(coc, np.float64)[..., None]
   radii = np.arange(max_radius + 1, dtype=np.float64)
@@ -96,21 +83,16 @@ def tent_weights(coc, max_radius=MAX_RADIUS):
 
 
 def signed_tent_weights(coc, max_radius=MAX_RADIUS):
-  """The same weights indexed by signed radius s = -max_radius..max_radius (axis index s + m).
-
-  K+_0 = K-_0, so the two halves at i = 0 merge and the weights become plain linear
-  interpolation between neighbouring signed integers: weight max(0, 1 - |b - s|) at s.
-  """
+  """The same weights by signed radius s = -m..m (axis index s + m): as K+_0 = K-_0, the halves at
+  i = 0 merge into linear interpolation between neighbouring integers, max(0, 1 - |b - s|)."""
   coc = np.asarray(coc, np.float64)[..., None]
   signed = np.arange(-max_radius, max_radius + 1, dtype=np.float64)
   return np.maximum(0.0, 1.0 - np.abs(coc - signed))
 
 
 def blended_kernel(coc, max_radius=MAX_RADIUS):
-  """The left view's PSF at a (real) signed COC: sum_s tent(b - s) * signed_kernel(s).
-
-  Centred in a (2*max_radius+1)^2 frame; float64. The right view's PSF is its mirror image.
-  """
+  """The left view's PSF at a real signed COC, sum_s tent(b - s) * signed_kernel(s), centred in a
+  (2m+1)^2 float64 frame; the right view's PSF is its mirror image."""
   weights = signed_tent_weights(coc, max_radius)
   size = 2 * max_radius + 1
   psf = np.zeros((size, size))

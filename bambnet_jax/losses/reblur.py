@@ -1,23 +1,13 @@
 """The DP reblur ("geometric") loss that trains the COC net without labels (paper III-B, SPEC 3).
 
-For a signed COC b the SPEC reblurs each view with tent-weighted kernels and compares:
+For a signed COC b the SPEC compares the views reblurred with tent-weighted kernels:
   Lg - Rg = sum_i h+_i (L x K+_i - R x K-_i) + h-_i (L x K-_i - R x K+_i).
-Only that difference enters the loss, so the responses are stored as one map per *signed* integer
-radius s = -m..m (m = max_radius):
-  Q_s = L x K_s - R x mirror(K_s),   K_s = K+_s for s >= 0, K-_|s| for s < 0,
-and, because K+_0 = K-_0, the SPEC's tent weights (halved at 0) reduce to plain linear
-interpolation between neighbouring signed integers:  Lg - Rg = (1 - t) Q_k + t Q_(k+1),
-k = floor(b), t = b - k. So the blend gathers two maps per pixel, and gradients reach b through t.
-
-The responses do not depend on the network: compute them once per batch with `kernel_responses`
-(gradient stopped), then call `reblur_loss_from_responses` inside the differentiated function.
-They are computed by FFT: one forward transform per view and channel, one inverse per signed
-radius, instead of the reference's 25 radii x 4 direct convolutions every step.
-
-Responses layout: (N, C, 2m + 1, H, W), signed radius s at index s + m. Radius along an axis
-before H, W keeps neighbouring pixels' gathers at neighbouring addresses (coalesced on GPUs).
-At exact integers b the gradient is the right derivative Q_(k+1) - Q_k (PyTorch's relu/abs give 0
-there, which would leave an all-zero COC output without gradient).
+As K+_0 = K-_0 this is linear interpolation, (1 - t) Q_k + t Q_(k+1), k = floor(b), t = b - k, of
+one response per signed radius s = -m..m: Q_s = L x K_s - R x mirror(K_s), K_s = K+_s (s >= 0) or
+K-_|s|. The responses do not depend on the network: `kernel_responses` computes them once per batch
+by FFT, (N, C, 2m + 1, H, W) (radius before H, W: coalesced gathers), and
+`reblur_loss_from_responses` blends them inside the differentiated function. At integer b the
+gradient is the right derivative (PyTorch's relu/abs give 0, stalling an all-zero COC output).
 """
 
 import functools
@@ -36,23 +26,20 @@ TV_WEIGHT = 1e-5
 
 def fft_shape(height, width, max_radius):
   """FFT grid for exact zero-padded correlation: a support of +-m wraps into rows >= H + m only."""
-  return (dp_kernels.fast_fft_length(height + max_radius),
-          dp_kernels.fast_fft_length(width + max_radius))
+  return dp_kernels.fast_fft_length(height + max_radius), dp_kernels.fast_fft_length(width + max_radius)
 
 
 def _signed_kernel_spectra(shape, max_radius):
   """conj(FFT) of each signed kernel K_s, s = -m..m, centred at the origin of the FFT grid.
 
-  Cross-correlation with k is multiplication by conj(FFT(k)). K-_R is K+_R mirrored; as K+_R is
-  also symmetric top-bottom, the mirror is a 180-degree turn, so FFT(K-_R) = conj(FFT(K+_R)) and
-  only the m + 1 kernels K+_R are transformed.
+  K+_R is symmetric top-bottom, so its mirror K-_R is a 180-degree turn, FFT(K-_R) = conj(FFT(K+_R)),
+  and only the m + 1 kernels K+_R are transformed.
   """
   m = max_radius
   frames = jnp.asarray(dp_kernels.kernel_stack(m, np.float32))  # (m+1, 2m+1, 2m+1)
   # Tap offset u lands at u mod grid size; taps that alias onto one cell (a grid smaller than the
   # kernel) add up, which is still exact because the image's zero padding covers every wrap.
-  rows = np.arange(-m, m + 1) % shape[0]
-  cols = np.arange(-m, m + 1) % shape[1]
+  rows, cols = np.arange(-m, m + 1) % shape[0], np.arange(-m, m + 1) % shape[1]
   centred = jnp.zeros((m + 1,) + shape, jnp.float32).at[:, rows[:, None], cols[None, :]].add(frames)
   plus = jnp.fft.rfft2(centred)  # FFT(K+_R), R = 0..m
   # s < 0: conj(FFT(K-_|s|)) = FFT(K+_|s|); s >= 0: conj(FFT(K+_s)).
@@ -63,8 +50,7 @@ def _responses_fft(left, right, max_radius):
   """Q_s for NCHW float32 views, via FFT; returns (N, C, 2m+1, H, W)."""
   height, width = left.shape[-2:]
   shape = fft_shape(height, width, max_radius)
-  left_hat = jnp.fft.rfft2(left, s=shape)[:, :, None]
-  right_hat = jnp.fft.rfft2(right, s=shape)[:, :, None]
+  left_hat, right_hat = (jnp.fft.rfft2(v, s=shape)[:, :, None] for v in (left, right))
   kernel_hat = _signed_kernel_spectra(shape, max_radius)
   # Q_s = L x K_s - R x mirror(K_s); the mirror's correlation spectrum is the conjugate.
   q_hat = left_hat * kernel_hat - right_hat * jnp.conj(kernel_hat)
@@ -87,19 +73,11 @@ def _responses_conv(left, right, max_radius):
 
 
 @functools.partial(jax.jit, static_argnames=("max_radius", "method", "dtype"))
-def kernel_responses(left, right, max_radius=dp_kernels.MAX_RADIUS, method="fft",
-                     dtype=jnp.float32):
-  """The network-independent part of the reblur loss, for one batch.
+def kernel_responses(left, right, max_radius=dp_kernels.MAX_RADIUS, method="fft", dtype=jnp.float32):
+  """The network-independent part of the reblur loss for (N, H, W, C) views: (N, C, 2m+1, H, W), gradient stopped.
 
-  Args:
-    left, right: (N, H, W, C) float views in [0, 1].
-    max_radius: largest |COC| with a kernel (the SPEC's 24).
-    method: "fft" (default, fastest) or "conv" (one direct convolution, for checks and timing).
-    dtype: storage type; bfloat16 halves the memory (about 1e-3 relative error in the loss),
-      float32 keeps parity with the SPEC's definition.
-
-  Returns:
-    (N, C, 2m+1, H, W) responses with the gradient stopped (see the module docstring).
+  method: "fft" (fastest) or "conv" (one direct convolution, for checks).
+  dtype: storage; bfloat16 halves the memory (about 1e-3 relative error in the loss).
   """
   if left.shape != right.shape or left.ndim != 4:
     raise ValueError(f"need two (N, H, W, C) views of one shape, got {left.shape} and {right.shape}")
@@ -110,25 +88,18 @@ def kernel_responses(left, right, max_radius=dp_kernels.MAX_RADIUS, method="fft"
 
 
 def blend_responses(responses, coc):
-  """Lg - Rg at a signed COC (N, H, W, C): (1 - t) Q_k + t Q_(k+1), returned as (N, C, H, W).
-
-  Outside [-m - 1, m + 1] every tent weight is 0, as in the SPEC (no clamping here).
-  """
+  """Lg - Rg at a signed COC (N, H, W, C) as (N, C, H, W); 0 outside [-m - 1, m + 1], as in the SPEC."""
   m = (responses.shape[2] - 1) // 2
   b = jnp.transpose(coc, (0, 3, 1, 2)).astype(jnp.float32)
   floor = jnp.floor(b)
   t = b - floor  # floor has zero gradient, so d/db reaches the loss through t alone
   low = floor.astype(jnp.int32) + m
-  high = low + 1
 
-  def gather(index):
-    valid = (index >= 0) & (index <= 2 * m)
+  def gather(index, weight):
     picked = jnp.take_along_axis(responses, jnp.clip(index, 0, 2 * m)[:, :, None], axis=2)
-    return picked[:, :, 0].astype(jnp.float32), valid
+    return jnp.where((index >= 0) & (index <= 2 * m), weight * picked[:, :, 0].astype(jnp.float32), 0.0)
 
-  q_low, low_valid = gather(low)
-  q_high, high_valid = gather(high)
-  return jnp.where(low_valid, (1.0 - t) * q_low, 0.0) + jnp.where(high_valid, t * q_high, 0.0)
+  return gather(low, 1.0 - t) + gather(low + 1, t)
 
 
 def gaussian_taps(sigma=GAUSSIAN_SIGMA):
@@ -156,9 +127,8 @@ def reblur_loss_from_responses(responses, coc, tv_weight=0.0, border=0):
 
   coc: (N, H, W, C) signed radii in px, one per colour channel (or (N, H, W, 1), shared).
   tv_weight: a float or a traced scalar (see `tv_weight_at`).
-  border: px along each edge left out of the mean (0: every pixel, the paper's loss). The kernel
-    responses are zero-padded, so near an image's (or a training crop's) edge the residual is
-    smallest at the wrong COC (experiments/RESULTS.md); TV still covers every pixel.
+  border: px along each edge left out of the mean (0: the paper's loss): near an edge the
+    zero-padded responses favour the wrong COC (experiments/RESULTS.md). TV covers every pixel.
   """
   residual = smooth3x3(blend_responses(responses, coc))
   if border:

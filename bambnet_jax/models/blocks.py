@@ -1,8 +1,7 @@
 """Building blocks of BaMBNet's U-Net-like branches (paper section III-C, after RCAN).
 
 Every convolution has a bias and zero "same" padding, as in the released model. Parameters are
-float32, conv kernels stored OHWI (as cuDNN reads them, so a training step updates them in place).
-How the convolutions compute is one `ConvSpec`, handed down from the network to every block.
+float32, conv kernels OHWI (as cuDNN reads them, so a training step updates them in place).
 """
 
 import dataclasses
@@ -23,11 +22,10 @@ TORCH_DEFAULT_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unif
 
 @dataclasses.dataclass(frozen=True)
 class ConvSpec:
-  """How a net's convolutions compute; the defaults are `networks.model_config`'s.
+  """How a net's convolutions compute: dtype (parameters stay float32) and `conv_gradients`.
 
-  dtype: the compute dtype (float32 or bfloat16; parameters stay float32).
-  conv_gradients: how float32 3x3 convs compute their input and weight gradients
-    (`convolution.CONV_GRADIENTS`, docs/conv_gradients.md). Changes only the gradients' rounding.
+  conv_gradients: how float32 3x3 convs compute their gradients (`convolution.CONV_GRADIENTS`,
+  docs/conv_gradients.md); it changes only the gradients' rounding.
   """
   dtype: Any = jnp.float32
   conv_gradients: str = "auto"
@@ -44,12 +42,8 @@ def kernel_param(module, kernel_init, hwio_shape):
 
 
 def conv(x, kernel, gradients="native", min_pixels=convolution.FLOAT16_MIN_PIXELS):
-  """Stride-1 zero-"same"-padded convolution of NHWC `x` with an OHWI kernel.
-
-  A float32 conv on a map of at least `min_pixels` (H x W) whose `gradients` mean "float16" on this
-  platform takes x's and the kernel's gradients from scaled float16 operands
-  (`convolution.conv_float16_gradients`); the function itself is unchanged.
-  """
+  """`convolution.same_conv`, with float16 gradients where `gradients` resolves to them for a
+  float32 map of at least `min_pixels` (H x W)."""
   mode = convolution.resolve_conv_gradients(gradients, x.dtype, jax.default_backend())
   if mode == "float16" and x.dtype == jnp.float32 and x.shape[1] * x.shape[2] >= min_pixels:
     return convolution.conv_float16_gradients(x, kernel)
@@ -80,43 +74,23 @@ class Conv3x3(nn.Module):
     dtype = self.spec.dtype
     kernel = kernel_param(self, self.kernel_init, (3, 3, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    y = conv(x.astype(dtype), kernel.astype(dtype), self.spec.conv_gradients)
-    return y + bias.astype(dtype)
+    return conv(x.astype(dtype), kernel.astype(dtype), self.spec.conv_gradients) + bias.astype(dtype)
 
 
 @jax.custom_vjp
 def gradient_fence(x):
-  """The identity, whose gradient passes through an optimization barrier.
-
-  XLA cannot fuse anything across the barrier: the gradient arriving here is materialised before
-  it is added to any other, so a sum of many gradients is not fused into the epilogue of the
-  convolution that produced one of them.
-  """
+  """The identity, whose gradient passes through an optimization barrier (XLA fuses nothing across it)."""
   return x
 
 
-def _fence_forward(x):
-  return x, None
-
-
-def _fence_backward(_, gradient):
-  return (jax.lax.optimization_barrier(gradient),)
-
-
-gradient_fence.defvjp(_fence_forward, _fence_backward)
-
-
-def attention_channels(width, reduction=16):
-  """Bottleneck width of channel attention: 64 -> 4 at the default; at least 1 for tiny widths."""
-  return max(1, width // reduction)
+gradient_fence.defvjp(lambda x: (x, None), lambda _, gradient: (jax.lax.optimization_barrier(gradient),))
 
 
 class PooledPointwise(nn.Module):
-  """A 1x1 conv applied to pooled (N, C) statistics, with a 1x1 conv's parameters.
+  """A 1x1 conv on pooled (N, C) statistics, with a 1x1 conv's parameters.
 
-  Written as a broadcast multiply and a sum rather than a matmul: the products are tiny (64 x 4)
-  and there are 48 of them per pass, so as matmuls each is a kernel launch of its own, while as
-  elementwise work XLA fuses them with the pooling and the sigmoid around them.
+  A broadcast multiply and a sum, not a matmul: XLA fuses these tiny products (48 per pass) with
+  the pooling and the sigmoid around them instead of launching a kernel for each.
   """
   features: int
 
@@ -124,15 +98,11 @@ class PooledPointwise(nn.Module):
   def __call__(self, pooled):
     kernel = kernel_param(self, TORCH_DEFAULT_INIT, (1, 1, pooled.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    matrix = kernel[:, 0, 0].T  # (in, out)
-    return jnp.sum(pooled[:, :, None] * matrix, axis=1) + bias
+    return jnp.sum(pooled[:, :, None] * kernel[:, 0, 0].T, axis=1) + bias
 
 
 class ChannelAttention(nn.Module):
-  """Squeeze-and-excitation: global mean -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid -> scale.
-
-  Computed in float32 whatever the block's compute dtype (see below); the scale is applied in x's.
-  """
+  """Squeeze-and-excitation: global mean -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid -> scale."""
   reduction: int = 16
 
   @nn.compact
@@ -140,7 +110,8 @@ class ChannelAttention(nn.Module):
     width = x.shape[-1]
     # The pooled statistics are tiny: float32 costs nothing and keeps bfloat16 runs stable.
     pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-    y = nn.relu(PooledPointwise(attention_channels(width, self.reduction), name="squeeze")(pooled))
+    squeezed = max(1, width // self.reduction)  # 64 -> 4 at the default; at least 1 for tiny widths
+    y = nn.relu(PooledPointwise(squeezed, name="squeeze")(pooled))
     y = PooledPointwise(width, name="excite")(y)
     return x * nn.sigmoid(y).astype(x.dtype)[:, None, None, :]
 
@@ -153,11 +124,8 @@ class RCAB(nn.Module):
   @nn.compact
   def __call__(self, x):
     conv3x3 = functools.partial(Conv3x3, x.shape[-1], self.spec)
-    y = conv3x3(name="conv_0")(x)
-    y = nn.relu(y)
-    y = conv3x3(name="conv_1")(y)
-    y = ChannelAttention(self.reduction, name="attention")(y)
-    return x + y
+    y = conv3x3(name="conv_1")(nn.relu(conv3x3(name="conv_0")(x)))
+    return x + ChannelAttention(self.reduction, name="attention")(y)
 
 
 class ResidualGroup(nn.Module):
@@ -171,5 +139,4 @@ class ResidualGroup(nn.Module):
     y = x
     for j in range(self.num_blocks):
       y = RCAB(self.reduction, self.spec, name=f"rcab_{j}")(y)
-    y = Conv3x3(x.shape[-1], self.spec, name="conv_out")(y)
-    return x + y
+    return x + Conv3x3(x.shape[-1], self.spec, name="conv_out")(y)

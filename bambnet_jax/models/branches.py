@@ -1,8 +1,4 @@
-"""The branches of BaMBNet's multi-branch body (paper Fig. 3), wired stage to stage by wiring.py.
-
-The U-Net-like branches halve the resolution after stages 1-4 and double it after stages 5-8,
-so o8 is at full resolution again; the FCN-like branch keeps full resolution throughout.
-"""
+"""The branches of BaMBNet's multi-branch body (paper Fig. 3), wired stage to stage by wiring.py."""
 
 from typing import Sequence
 
@@ -18,14 +14,12 @@ class FCNBranch(nn.Module):
 
   @nn.compact
   def __call__(self, pyramid):
-    features = pyramid[0]
-    width = features.shape[-1]
+    features = x = pyramid[0]
     outputs = {}
-    x = features
     for s in range(1, wiring.NUM_STAGES + 1):
       if s > 1:
         x = wiring.stage_input(s, outputs, features)  # A() is the identity at full resolution
-      outputs[s] = nn.relu(blocks.Conv1x1(width, self.spec, name=f"stage_{s}")(x))
+      outputs[s] = nn.relu(blocks.Conv1x1(features.shape[-1], self.spec, name=f"stage_{s}")(x))
     return outputs[wiring.NUM_STAGES]
 
 
@@ -43,10 +37,7 @@ class UNetBranch(nn.Module):
       if s > 1:
         x = wiring.stage_input(s, outputs, pyramid[wiring.level_after_stage(s - 1)].astype(outputs[s - 1].dtype))
       x = blocks.ResidualGroup(self.num_blocks, self.reduction, self.spec, name=f"stage_{s}")(x)
-      if s <= wiring.NUM_STAGES // 2:
-        x = wiring.max_pool_2x(x)
-      else:
-        x = wiring.upsample_nearest_2x(x)
+      x = wiring.max_pool_2x(x) if s <= wiring.NUM_STAGES // 2 else wiring.upsample_nearest_2x(x)
       outputs[s] = x
     return outputs[wiring.NUM_STAGES]
 
@@ -72,8 +63,7 @@ class MultiBranchBody(nn.Module):
     features = nn.relu(blocks.Conv3x3(self.width, self.spec, name="head")(dp_views))
     pyramid = wiring.average_pyramid(features)
     # Each branch and the merge take F_enc through a gradient fence of their own, so that the
-    # gradients of F_enc's ~15 uses are summed by one XLA fusion; otherwise XLA's conv fusion
-    # fuses that whole sum into one convolution's epilogue (experiments/PERF.md).
+    # gradients of F_enc's many uses are summed in one fusion (measured in experiments/PERF.md).
     outputs = []
     for i, capacity in enumerate(self.branch_capacities):
       n = blocks_per_group(capacity)

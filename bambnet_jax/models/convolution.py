@@ -1,10 +1,9 @@
 """The nets' stride-1 zero-"same"-padded convolution (OHWI kernels), and faster float32 gradients for it.
 
-`conv_float16_gradients` computes a float32 conv's input and weight gradients from float16 operands
-scaled per channel by powers of two, with float32 accumulation: TF32's significand at twice its rate
-or more on a GPU. The method and its error bound: docs/conv_gradients.md.
-`CONV_GRADIENTS` are the values of `model.conv_gradients`: "native", "float16", or "auto" (float16 for
-float32 compute on a GPU, else native).
+`conv_float16_gradients` takes a float32 conv's input and weight gradients from float16 operands
+scaled per channel by powers of two, accumulating in float32: TF32's significand at twice its rate
+or more on a GPU (method and error bound: docs/conv_gradients.md). `CONV_GRADIENTS` are the values
+of `model.conv_gradients`; "auto" is float16 for float32 compute on a GPU, else native.
 """
 
 import jax
@@ -23,8 +22,7 @@ def check_conv_gradients(mode):
 
 
 def resolve_conv_gradients(mode, dtype, platform):
-  """The conv gradients ("native" or "float16") that `mode` means for convs computing in `dtype`
-  on `platform` (jax.default_backend()'s names)."""
+  """What `mode` means ("native" or "float16") for convs in `dtype` on `platform` (a backend name)."""
   check_conv_gradients(mode)
   if mode != "auto":
     return mode
@@ -39,8 +37,7 @@ def same_conv(x, kernel):
 def weight_gradient(x, dy, window, out_dtype=jnp.float32, precision=None):
   """The OHWI weight gradient of `same_conv` with an odd `window` (kh, kw), given dy.
 
-  dW[o, a, b, i] = sum over n, h, w of xpad[n, h + a, w + b, i] dy[n, h, w, o]: a convolution with
-  batch and features swapped, which XLA hands to cuDNN as its backward-filter kernel.
+  A convolution with batch and features swapped, which XLA hands to cuDNN as its backward-filter kernel.
   """
   padding = tuple(((k - 1) // 2, (k - 1) // 2) for k in window)
   return jax.lax.conv_general_dilated(x, dy, (1, 1), padding, dimension_numbers=("CHWN", "IHWO", "CHWN"),
@@ -48,11 +45,8 @@ def weight_gradient(x, dy, window, out_dtype=jnp.float32, precision=None):
 
 
 def input_gradient(dy, kernel_ohwi, out_dtype=None, precision=None):
-  """x's gradient of `same_conv` with an OHWI kernel of odd window, given dy (NHWC).
-
-  dx[n, h, w, i] = sum over a, b, o of dy[n, h - a', w - b', o] W[o, a, b, i]: the convolution of
-  dy with the kernel flipped in space, its input and output channels swapped.
-  """
+  """x's gradient of `same_conv` given dy (NHWC): dy convolved with the kernel flipped in space, its
+  input and output channels swapped."""
   return jax.lax.conv_general_dilated(dy, jnp.flip(kernel_ohwi, (1, 2)), (1, 1), "SAME",
                                       dimension_numbers=("NHWC", "IHWO", "NHWC"), precision=precision,
                                       preferred_element_type=out_dtype)
@@ -84,17 +78,15 @@ def _unscaled_weight_gradient(x16, x_scales, dy16, dy_scales, window, out_dtype=
 def float16_weight_gradient(x, dy, window, out_dtype=jnp.float16):
   """`weight_gradient(x, dy, window)` from power-of-two-scaled float16 operands; float32 OHWI.
 
-  out_dtype: what cuDNN is asked for. float32 gains nothing: XLA then converts the operands back
-  to float32 and runs the TF32 kernel.
+  out_dtype: what cuDNN is asked for (float32 gains nothing: XLA then runs the TF32 kernel).
   """
   return _unscaled_weight_gradient(*scaled_float16(x), *scaled_float16(dy), window, out_dtype)
 
 
 def _unscaled_input_gradient(dy16, dy_scales, kernel_ohwi):
-  # dy's scales undone up to `common`, the smallest scale of a channel whose float16 copy is not
-  # all zero. A dead channel (a dead ReLU's, say) contributes nothing; were its scale, 1, the
-  # common factor, every live channel's weights would shrink by its own scale (up to 2^40 in the
-  # nets), to nothing in float16.
+  # dy's scales are undone up to `common`, the smallest scale of a live (not all-zero) channel. A
+  # dead channel's scale, 1, as the common factor would shrink every live channel's weights by its
+  # own scale (up to 2^40 in the nets), to nothing in float16.
   live = jnp.any(dy16 != 0, axis=tuple(range(dy16.ndim - 1)))
   common = jnp.min(jnp.where(live, dy_scales, jnp.inf))
   common = jnp.where(live.any(), common, 1.0)
@@ -116,10 +108,6 @@ def conv_float16_gradients(x, kernel):
   return same_conv(x, kernel)
 
 
-def _forward(x, kernel):
-  return same_conv(x, kernel), (x, kernel)
-
-
 def _backward(residuals, dy):
   x, kernel = residuals
   dy16, dy_scales = scaled_float16(dy)
@@ -128,4 +116,4 @@ def _backward(residuals, dy):
   return dx, dw.astype(kernel.dtype)
 
 
-conv_float16_gradients.defvjp(_forward, _backward)
+conv_float16_gradients.defvjp(lambda x, kernel: (same_conv(x, kernel), (x, kernel)), _backward)

@@ -1,11 +1,8 @@
 """BaMBNet's deblurring network and COC network (paper section III), and their configuration.
 
-Both share the multi-branch body. The deblurring net gates each branch's output with a defocus
-mask blended towards 1 by the annealing weight (`masks.branch_gates`), then a 3x3 conv and a
-sigmoid; the COC net has no gates and no sigmoid, and clamps its signed radius per colour channel.
-
-Any input size works: sides that are not multiples of 16 (the body pools four times by 2) are
-reflect-padded up to the next multiple and the output is cropped back to the input's size.
+Both share the multi-branch body; the deblurring net gates its branches (`masks.branch_gates`)
+and ends in a sigmoid, the COC net clamps its signed radius per colour channel. Any input size
+works: the body pools four times by 2, so inputs are reflect-padded to multiples of 16 and cropped back.
 """
 
 import functools
@@ -22,9 +19,8 @@ from bambnet_jax.models import padding
 
 NET_KINDS = ("deblur", "coc")
 
-# The tail starts at zero: the body's features grow through eight residual stages, and a random
-# tail maps them far into the sigmoid's flat ends (or the COC clamp), where no gradient flows and
-# training stalls. From zero the outputs start at 0.5 (deblur) and 0 px (COC) with full gradients.
+# The tail starts at zero: a random tail maps the body's large features into the sigmoid's flat ends
+# (or the COC clamp), where training stalls; from zero the outputs start at 0.5 and 0 px.
 _tail = functools.partial(blocks.Conv3x3, 3, kernel_init=nn.initializers.zeros, name="tail")
 
 
@@ -36,8 +32,7 @@ def model_config(width=64, branch_capacities=(1, 4, 7, 10), dtype="float32", con
   config.attention_reduction = 16  # channel attention squeezes width -> width / 16
   config.coc_clamp = 24.0  # the COC net's output range [-24, 24] px
   config.dtype = dtype  # compute dtype: "float32" or "bfloat16" (parameters stay float32)
-  # How float32 3x3 convs compute their input and weight gradients (docs/conv_gradients.md):
-  # "auto" = from scaled float16 operands on a GPU, natively elsewhere; "native" or "float16" force one.
+  # float32 3x3 convs' gradients: "auto" (scaled float16 on a GPU), "native" or "float16" (docs/conv_gradients.md)
   config.conv_gradients = conv_gradients
   return config
 
@@ -47,15 +42,14 @@ class DeblurNet(nn.Module):
   width: int = 64
   branch_capacities: Sequence[int] = (1, 4, 7, 10)
   reduction: int = 16
-  spec: blocks.ConvSpec = blocks.ConvSpec()  # how the convolutions compute (`conv_spec`)
+  spec: blocks.ConvSpec = blocks.ConvSpec()
 
   @nn.compact
   def __call__(self, dp_views, gates=None, each_branch_alone=False):
     """dp_views: (N, H, W, 6) left then right RGB in [0, 1]; gates: None (all 1) or (N, H, W, M).
 
-    Returns the restored RGB image (N, H, W, 3) in [0, 1], float32. With `each_branch_alone`,
-    returns (N, M, H, W, 3): the output of each branch with the others' residuals dropped (the
-    phi_i of the threshold search and of the paper's Fig. 7), computing the body once.
+    Returns the restored RGB (N, H, W, 3) in [0, 1], float32; with `each_branch_alone`, (N, M, H, W, 3):
+    each branch with the others' residuals dropped (phi_i of the threshold search and Fig. 7).
     """
     if gates is not None and gates.shape[-1] != len(self.branch_capacities):
       raise ValueError(f"gates have {gates.shape[-1]} channels, the net has {len(self.branch_capacities)} branches")
@@ -76,7 +70,7 @@ class COCNet(nn.Module):
   branch_capacities: Sequence[int] = (1, 4, 7, 10)
   reduction: int = 16
   clamp: float = 24.0
-  spec: blocks.ConvSpec = blocks.ConvSpec()  # how the convolutions compute (`conv_spec`)
+  spec: blocks.ConvSpec = blocks.ConvSpec()
 
   @nn.compact
   def __call__(self, dp_views):
@@ -84,12 +78,11 @@ class COCNet(nn.Module):
     (dp_views,), crop = padding.pad_to_multiple((dp_views,), 16)
     body = branches.MultiBranchBody(self.width, self.branch_capacities, self.reduction, self.spec, name="body")
     z = body(dp_views.astype(self.spec.dtype))
-    out = _tail(self.spec)(z)
-    return crop(jnp.clip(out.astype(jnp.float32), -self.clamp, self.clamp))
+    return crop(jnp.clip(_tail(self.spec)(z).astype(jnp.float32), -self.clamp, self.clamp))
 
 
 def conv_spec(config):
-  """How the convolutions of the net a model config describes compute (`blocks.ConvSpec`)."""
+  """The `blocks.ConvSpec` of a model config."""
   return blocks.ConvSpec(dtype=config.dtype, conv_gradients=config.conv_gradients)
 
 
@@ -106,9 +99,7 @@ def build(net, config):
 
 def init_params(net, config, rng, image_size=(32, 32)):
   """Freshly initialised float32 parameters of `net`."""
-  model = build(net, config)
-  dummy = jnp.zeros((1, *image_size, 6), jnp.float32)
-  return model.init(rng, dummy)["params"]
+  return build(net, config).init(rng, jnp.zeros((1, *image_size, 6), jnp.float32))["params"]
 
 
 def param_shapes(net, config):

@@ -8,20 +8,15 @@ def padded_size(size, multiple):
 
 
 def pad_to_multiple(arrays, multiple):
-  """Reflect-pads the height and width of NHWC `arrays` (None entries pass) at the bottom/right.
+  """(NHWC `arrays` reflect-padded at the bottom/right, None entries passed; crop back to their size).
 
-  Reflection (not zeros) keeps the padded border statistically like the image, so the channel
-  attention's global means and the convolutions near the edge see plausible content.
-  Returns (padded arrays, crop) where crop(y) cuts an NHWC output back to the input's size.
+  Reflection, not zeros: the channel attention's means and the convs near the edge see image-like content.
   """
   first = next(a for a in arrays if a is not None)
   height, width = first.shape[1:3]
   pad_h = padded_size(height, multiple) - height
   pad_w = padded_size(width, multiple) - width
-
-  def crop(y):
-    return y[:, :height, :width]
-
+  crop = lambda y: y[:, :height, :width]
   if pad_h == 0 and pad_w == 0:
     return tuple(arrays), crop
   widths = ((0, 0), (0, pad_h), (0, pad_w), (0, 0))

@@ -4,38 +4,31 @@ Every branch has 8 stages fed the same way (o_s is stage s's output, A(o) is the
 F_enc average-pooled to o's size):
   s1: F_enc;  s2..s5: A(o_{s-1}) + o_{s-1};  s6: A(o5)+o5+o3;  s7: A(o6)+o6+o2;  s8: A(o7)+o7+o1.
 The U-Net-like branches halve the resolution after stages 1-4 and double it after stages 5-8,
-so o8 is at full resolution again. Used by the branch modules (branches.py).
+so o8 is at full resolution again.
 """
 
 import jax.numpy as jnp
 
 NUM_STAGES = 8
-# Stage s also receives o_{SKIPS[s]} (the U-Net's long skips).
 SKIPS = {6: 3, 7: 2, 8: 1}
 
 
 def _pool_2x(x, reduce):
-  # A reshape and a reduction, not a reduce_window: the gradient of a windowed max pool is a
-  # select-and-scatter, which XLA runs slowly on GPU; this gradient is an elementwise fusion.
+  # A reshape and a reduction (H and W even), not a reduce_window: a windowed max pool's gradient
+  # is a select-and-scatter, slow on GPU; this one is an elementwise fusion.
   n, h, w, c = x.shape
   return reduce(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
 
 
 def max_pool_2x(x):
-  """2x2 max pooling with stride 2 (H and W even)."""
   return _pool_2x(x, jnp.max)
-
-
-def average_pool_2x(x):
-  """2x2 average pooling with stride 2 (H and W even)."""
-  return _pool_2x(x, jnp.mean)
 
 
 def average_pyramid(features, levels=4):
   """[F_enc, F_enc pooled 2x, 4x, 8x, 16x]: the A(.) terms, shared by all branches."""
   pyramid = [features]
   for _ in range(levels):
-    pyramid.append(average_pool_2x(pyramid[-1]))
+    pyramid.append(_pool_2x(pyramid[-1], jnp.mean))
   return pyramid
 
 
@@ -46,7 +39,7 @@ def upsample_nearest_2x(x):
 
 
 def stage_input(s, outputs, pooled_features):
-  """Input of stage s >= 2, given the outputs so far and A(o_{s-1})."""
+  """Input of stage s >= 2, given the outputs so far and A(o_{s-1}); SKIPS are the U-Net's long skips."""
   x = pooled_features + outputs[s - 1]
   if s in SKIPS:
     x = x + outputs[SKIPS[s]]

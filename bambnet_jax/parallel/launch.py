@@ -1,10 +1,5 @@
-"""One host, one process per GPU: runs N commands as the processes of one jax.distributed run.
-
-One process driving every local GPU launches all their kernels from one host thread; for a
-launch-bound step that costs scaling (experiments/PERF.md). `run_processes` starts the commands, passes process 0's output
-through, keeps the others' in logs shown only on failure, and stops them all together when one
-fails, the time runs out or this process is interrupted.
-"""
+"""One host, one process per GPU (a launch-bound step scales so: experiments/PERF.md): runs N
+commands as the processes of one jax.distributed run, stopping them all when one fails."""
 
 import pathlib
 import signal
@@ -23,10 +18,9 @@ def local_coordinator():
 
 
 def run_processes(commands, timeout=None, name="processes"):
-  """Runs every command (an argv list) at once; returns 0 if all exit 0, else 1 (after killing the rest).
+  """Runs every command (an argv list) at once; 0 if all exit 0, else 1 after killing the rest.
 
-  Process 0's stdout and stderr go to ours (progress bars, results); the other processes' go to
-  log files printed to our stderr only if something fails.
+  Process 0's output is ours; the others' go to logs printed to our stderr only on a failure.
   """
   previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the children
   children, failure = [], None
@@ -35,10 +29,8 @@ def run_processes(commands, timeout=None, name="processes"):
     try:
       sys.stdout.flush()
       sys.stderr.flush()
-      for i, command in enumerate(commands):
-        if i == 0:
-          children.append(subprocess.Popen(command))
-          continue
+      children.append(subprocess.Popen(commands[0]))
+      for i, command in enumerate(commands[1:], 1):
         with open(logs / f"{i}.out", "w") as out, open(logs / f"{i}.err", "w") as err:
           children.append(subprocess.Popen(command, stdout=out, stderr=err))
       failure = _wait(children, timeout)
@@ -47,9 +39,8 @@ def run_processes(commands, timeout=None, name="processes"):
       raise
     finally:
       for child in children:
-        if child.poll() is None:
-          child.kill()
-          child.wait()
+        child.kill()  # a no-op once it has exited
+        child.wait()
       signal.signal(signal.SIGTERM, previous)
       if failure:
         _print_logs(logs, children, f"{name}: {failure}")

@@ -1,22 +1,11 @@
 """Data parallelism: one device mesh with a `data` axis; batches sharded on it, state replicated.
 
-Several processes: call `initialize_distributed` first in every process (the same command, with
-its process id), then each process feeds only its own shard of every global batch
-(`jax.make_array_from_process_local_data`); the jitted step sees one global array.
+Several processes (hosts, or one per GPU, which a launch-bound step needs: experiments/PERF.md) call
+`initialize_distributed` first; each then feeds its own shard of every global batch. For example
+(`bambnet train --local-processes 2` starts one process per GPU of this host: parallel/launch.py):
 
-  # two hosts, one process each driving all its GPUs; I = 0 on host0, 1 on host1:
-  bambnet train --config configs/dpdd.py --workdir gs-or-shared/dir \\
-      parallel.coordinator=host0:12345 parallel.num_processes=2 parallel.process_id=I
-
-One host, one process per GPU: each GPU gets its own launching thread, which a launch-bound step
-needs to scale (experiments/PERF.md).
-Process i owns only GPU i through `local_device_ids`; `bambnet train --local-processes 2`
-(parallel/launch.py) starts them, which is the same as:
-
-  for i in 0 1; do
-    bambnet train --config configs/dpdd.py --workdir /shared/dir parallel.coordinator=localhost:12345 \\
-        parallel.num_processes=2 parallel.process_id=$i parallel.local_device_ids=$i &
-  done; wait
+  bambnet train --config configs/dpdd.py --workdir /shared/dir parallel.coordinator=host0:12345 \\
+      parallel.num_processes=2 parallel.process_id=I [parallel.local_device_ids=I]
 """
 
 import json
@@ -31,11 +20,8 @@ DATA_AXIS = "data"  # the mesh axis the batch is sharded over
 
 
 def initialize_distributed(coordinator=None, num_processes=None, process_id=None, local_device_ids=None):
-  """Joins a multi-process run. No-op when no coordinator is given (one process).
-
-  `local_device_ids`: the local GPUs this process owns, as ints or "0,1" (None: all visible);
-  one id per process runs one process per GPU.
-  """
+  """Joins a multi-process run (no-op without a coordinator); `local_device_ids`: this process's GPUs
+  as ints or "0,1" (None: all visible)."""
   if not coordinator:
     return
   # CPU processes need a collectives library to talk to each other; GPUs use NCCL regardless.
@@ -46,18 +32,13 @@ def initialize_distributed(coordinator=None, num_processes=None, process_id=None
 
 def device_id_list(ids):
   """None, an int, "0,1" or a sequence of ints -> a list of ints (or None)."""
-  if ids is None or isinstance(ids, list):
-    return ids
-  if isinstance(ids, int):
-    return [ids]
   if isinstance(ids, str):
-    return [int(i) for i in ids.split(",") if i.strip()]
-  return [int(i) for i in ids]
+    ids = [i for i in ids.split(",") if i.strip()]
+  return None if ids is None else [int(i) for i in ([ids] if isinstance(ids, int) else ids)]
 
 
 def device_report():
-  """One line naming the devices JAX computes on; a second, plainly, when an NVIDIA GPU is present
-  but JAX cannot use it (a CPU-only jax installed)."""
+  """A line naming the devices JAX computes on; a second when an NVIDIA GPU is present but unused."""
   devices = jax.devices()
   kinds = sorted({d.device_kind for d in devices})
   line = f"running on {len(devices)} {jax.default_backend().upper()} device(s): {', '.join(kinds)}"
@@ -69,8 +50,7 @@ def device_report():
 
 def make_mesh(devices=None):
   """A 1-D mesh over all devices of all processes (auto axis type, so shardings propagate)."""
-  devices = jax.devices() if devices is None else devices
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
+  return Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
 
 
 def replicated(mesh):
@@ -82,7 +62,7 @@ def batch_sharded(mesh):
 
 
 def _host_copy(leaf):
-  """With several processes, a device array as host NumPy: jax cannot move arrays between processes."""
+  """With several processes, a device array as host NumPy (jax cannot move arrays between processes)."""
   if not isinstance(leaf, jax.Array) or jax.process_count() == 1:
     return leaf
   if leaf.is_fully_replicated:  # every process holds the whole value (restored or replicated state)
@@ -96,10 +76,7 @@ def put_replicated(tree, mesh):
 
 
 def local_rows(x):
-  """This process's rows of a batch-sharded array, as NumPy (all rows when one process runs).
-
-  Process p fed rows [p * n, (p + 1) * n) (`data.pipeline.put_on_mesh`), so its host-side fields (names) line up.
-  """
+  """This process's rows of a batch-sharded array as NumPy: the rows it fed, so its host-side fields line up."""
   if not isinstance(x, jax.Array) or x.is_fully_addressable:
     return np.asarray(jax.device_get(x))
   by_start = {}
@@ -114,7 +91,6 @@ def gather_from_processes(value):
     return [value]
   data = np.frombuffer(json.dumps(value).encode(), np.uint8)
   sizes = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int64))).reshape(-1)
-  padded = np.zeros(int(sizes.max()), np.uint8)
-  padded[:data.size] = data
+  padded = np.pad(data, (0, int(sizes.max()) - data.size))
   everything = np.asarray(multihost_utils.process_allgather(padded))
   return [json.loads(everything[p, :sizes[p]].tobytes()) for p in range(len(sizes))]

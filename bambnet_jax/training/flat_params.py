@@ -1,11 +1,7 @@
 """A parameter tree kept as one float32 vector in the train state (`FlatParams`).
 
-Why one vector: the net has ~450 parameter arrays, and the train state (parameters and two Adam
-moments) ~1,350. The host then spends most of a step's launch handling arrays one by one, and
-the GPU runs one tiny Adam kernel per array. As one vector, Adam is one kernel, the gradient
-norm one reduction and the data-parallel gradient sum one all-reduce (experiments/PERF.md has the
-step times). The model still sees the tree:
-`tree()` splits the vector (inside jit, XLA folds the pieces into the ops that read them).
+With the ~450 parameter arrays as one vector, Adam is one kernel, the gradient norm one reduction
+and the gradient sum one all-reduce (experiments/PERF.md); `tree()` splits it back for the model.
 """
 
 import dataclasses
@@ -23,31 +19,9 @@ class ParamSpec:
   treedef: Any
   shapes: tuple
 
-  @classmethod
-  def of(cls, tree):
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return cls(treedef, tuple(tuple(int(d) for d in np.shape(x)) for x in leaves))
-
-  def ravel(self, tree):
-    """The tree's leaves, raveled and concatenated (jax or NumPy arrays alike)."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    if treedef != self.treedef:
-      raise ValueError(f"parameter tree structure {treedef} does not match {self.treedef}")
-    xp = np if all(isinstance(x, np.ndarray) for x in leaves) else jnp
-    parts = []
-    for leaf, shape in zip(leaves, self.shapes):
-      if tuple(leaf.shape) != shape:
-        raise ValueError(f"parameter of shape {tuple(leaf.shape)} where {shape} was expected")
-      parts.append(xp.ravel(leaf))
-    return xp.concatenate(parts).astype(xp.float32)
-
   def unravel(self, vector):
-    """The tree back from the vector (jax or NumPy).
-
-    One split, not a slice per leaf: the gradient of a split is one concatenation, while each
-    slice's is a zero-padded copy of the whole vector, which XLA then sums (0.6 ms per bfloat16
-    step on an H100).
-    """
+    """The tree back from the vector (jax or NumPy), by one split: a slice's gradient would be a
+    zero-padded copy of the whole vector."""
     xp = np if isinstance(vector, np.ndarray) else jnp
     ends = np.cumsum([int(np.prod(shape)) for shape in self.shapes])
     parts = xp.split(vector, ends[:-1])
@@ -56,18 +30,19 @@ class ParamSpec:
 
 @flax.struct.dataclass
 class FlatParams:
-  """A float32 parameter tree as one vector. A pytree of one leaf, so optax's transformations
-  (Adam's moments, updates) are single vectors too, with the same structure."""
+  """A float32 parameter tree as one vector: a pytree of one leaf, so Adam's moments are vectors too."""
   vector: Any
   spec: ParamSpec = flax.struct.field(pytree_node=False)
 
   @classmethod
   def from_tree(cls, tree):
-    dtypes = {jnp.dtype(x.dtype) for x in jax.tree_util.tree_leaves(tree)}
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    dtypes = {jnp.dtype(x.dtype) for x in leaves}
     if dtypes - {jnp.dtype(jnp.float32)}:
       raise ValueError(f"FlatParams holds float32 parameters; the tree has {sorted(map(str, dtypes))}")
-    spec = ParamSpec.of(tree)
-    return cls(spec.ravel(tree), spec)
+    xp = np if all(isinstance(x, np.ndarray) for x in leaves) else jnp
+    vector = xp.concatenate([xp.ravel(x) for x in leaves]).astype(xp.float32)
+    return cls(vector, ParamSpec(treedef, tuple(tuple(int(d) for d in np.shape(x)) for x in leaves)))
 
   def tree(self):
     return self.spec.unravel(self.vector)

@@ -1,7 +1,4 @@
-"""Training logs: a tqdm progress bar, TensorBoard event files and JSON lines, per stage.
-
-Only process 0 writes. Metrics arrive as host floats at log steps; nothing here touches devices.
-"""
+"""Training logs per stage: a tqdm bar, TensorBoard event files and JSON lines, from process 0 only."""
 
 import json
 import math
@@ -19,10 +16,9 @@ class NonFiniteLossError(FloatingPointError):
 class StageLogger:
   """Writes `workdir/metrics.jsonl` and `workdir/tensorboard/` and shows a progress bar."""
 
-  def __init__(self, workdir, stage, total_steps, initial_step=0, enabled=True):
+  def __init__(self, workdir, stage, total_steps, initial_step=0):
     self.stage = stage
-    self.enabled = enabled and jax.process_index() == 0
-    self._jsonl = self._writer = self._bar = None
+    self.enabled = jax.process_index() == 0
     if not self.enabled:
       return
     workdir = pathlib.Path(workdir)

@@ -1,8 +1,4 @@
-"""The host loop shared by the training stages: steps, log-step metric fetches, checkpoints.
-
-The loop never blocks on the device between log steps: metrics stay on the device until a log or
-checkpoint step, where they are fetched together, checked for NaN/Inf and written.
-"""
+"""The host loop of the training stages: steps, metrics fetched (and checked) only at log steps, checkpoints."""
 
 import base64
 import dataclasses
@@ -17,9 +13,7 @@ from bambnet_jax.training import logs
 
 def encode_data_state(state):
   """A data iterator's position (bytes or JSON-able) as JSON."""
-  if isinstance(state, bytes):
-    return {"bytes": base64.b64encode(state).decode("ascii")}
-  return {"json": state}
+  return {"bytes": base64.b64encode(state).decode("ascii")} if isinstance(state, bytes) else {"json": state}
 
 
 def decode_data_state(record):
@@ -34,22 +28,12 @@ class LoopSettings:
   skip_nonfinite: bool = False
 
 
-def _mean_metrics(pending):
-  stacked = jax.device_get(pending)
-  return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
-
-
 def run_steps(state, step_fn, batches, end_step, *, settings: LoopSettings,
               checkpoints: stage_checkpoints.StageCheckpoints, logger: logs.StageLogger,
               extra_state: dict[str, Any], save_at_end=True):
-  """Runs `step_fn` for steps state.step .. end_step - 1; returns the state.
-
-  Checkpoints every `settings.checkpoint_every` steps and at `end_step` (with `save_at_end`),
-  storing `extra_state` (JSON-able; read at each save, so a caller may update it between calls)
-  and the data position beside the state.
-  """
-  step = int(jax.device_get(state.step))
-  pending = []
+  """Runs `step_fn` up to `end_step`, checkpointing (with `extra_state`, read at each save, and the
+  data position) every `settings.checkpoint_every` steps and at `end_step` if `save_at_end`."""
+  step, pending = int(jax.device_get(state.step)), []
   while step < end_step:
     state, metrics = step_fn(state, next(batches))
     pending.append(metrics)
@@ -57,7 +41,8 @@ def run_steps(state, step_fn, batches, end_step, *, settings: LoopSettings,
     is_last = step == end_step
     save = (step % settings.checkpoint_every == 0 and not is_last) or (is_last and save_at_end)
     if step % settings.log_every == 0 or is_last or save:
-      summary = _mean_metrics(pending)
+      fetched = jax.device_get(pending)  # the loop's only wait on the device
+      summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
       summary["nonfinite"] = summary.get("nonfinite", 0.0) * len(pending)  # a count of steps
       pending = []
       if not settings.skip_nonfinite:

@@ -1,8 +1,4 @@
-"""The threshold search's record: every round's thresholds and per-bin errors, as JSON and a plot.
-
-The plot shows, per round, each branch's mean L1 error per COC bin on the meta set and the
-thresholds chosen from them (the analogue of the paper's Fig. 5, which shows the masks).
-"""
+"""The threshold search's rounds as JSON and a plot of each branch's error per COC bin (cf. the paper's Fig. 5)."""
 
 import json
 import pathlib
@@ -22,7 +18,6 @@ def write_search_report(history, directory):
 def plot_rounds(history):
   """PNG bytes: one panel per round, mean error per bin for each branch, thresholds as lines."""
   plt = figures.pyplot()
-
   cols = min(3, len(history))
   rows = -(-len(history) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)

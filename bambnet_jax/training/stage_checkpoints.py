@@ -1,10 +1,6 @@
-"""Checkpoints of a training workdir, and the record of which stages are finished.
+"""Checkpoints of a training workdir, and the record of which stages are finished (resume order: train.py).
 
-Resume order (`training.train.train`): read `progress.json` -> skip finished stages ->
-for the current stage, restore the latest complete checkpoint (train state: step, parameters,
-optimizer state, mask inputs; extra: data position, bin edges, search history) -> continue.
-Orbax finalises a checkpoint by an atomic rename and `progress.json` is replaced atomically, so
-a process killed at any moment leaves the previous complete state behind.
+Both are replaced atomically: a process killed at any moment leaves the previous complete state.
 """
 
 import json
@@ -17,8 +13,7 @@ import orbax.checkpoint as ocp
 from bambnet_jax.io import files
 
 STAGES = ("coc", "search", "deblur", "eval")
-# How the train state is laid out in a checkpoint: parameters and Adam moments as single vectors
-# (training/flat_params.py), the frozen COC net and thresholds under `mask_inputs`.
+# The train state's layout: flat parameters and Adam moments, the frozen COC net under `mask_inputs`.
 STATE_FORMAT = 3
 
 
@@ -30,10 +25,9 @@ class StageCheckpoints:
   """The checkpoints of one stage: `workdir/<stage>/checkpoints/<step>/{state,extra}`."""
 
   def __init__(self, workdir, stage, keep=2):
-    directory = os.path.abspath(os.path.join(workdir, stage, "checkpoints"))
+    self.directory = os.path.abspath(os.path.join(workdir, stage, "checkpoints"))
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(directory, options=options, item_names=("state", "extra"))
-    self.directory = directory
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "extra"))
 
   def latest_step(self):
     return self._manager.latest_step()
@@ -42,9 +36,8 @@ class StageCheckpoints:
     """Saves the state and JSON-able `extra` at `step` (replacing an existing one at that step)."""
     if step in self._manager.all_steps():
       self._manager.delete(step)
-    extra = dict(extra, state_format=STATE_FORMAT)
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     extra=ocp.args.JsonSave(extra)))
+                                                     extra=ocp.args.JsonSave(dict(extra, state_format=STATE_FORMAT))))
     self._manager.wait_until_finished()
 
   def restore(self, target_state, step=None):
@@ -58,8 +51,8 @@ class StageCheckpoints:
           "resume it with the version that wrote it, or "
           "delete the stage's checkpoints directory to restart the stage")
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target_state)
-    state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-    return state, extra
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+    return self._manager.restore(step, args=args)["state"], extra
 
   def close(self):
     self._manager.close()

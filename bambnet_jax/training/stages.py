@@ -1,8 +1,5 @@
-"""The three training stages of BaMBNet (paper section III-D), each resumable from its checkpoints.
-
-1. `train_coc`: the COC net on the unsupervised reblur loss.
-2. `search_thresholds`: Algorithm 1, rounds of hard-mask training and exact threshold updates.
-3. `train_deblur`: thresholds fixed, masks annealed away over T steps, L1 loss.
+"""BaMBNet's three training stages (paper section III-D), each resumable from its checkpoints:
+`train_coc` (reblur loss), `search_thresholds` (Algorithm 1) and `train_deblur` (masks annealed away).
 """
 
 import dataclasses
@@ -27,8 +24,13 @@ from bambnet_jax.training import thresholds as threshold_search
 
 # Distinct streams of one seed: parameter init of each net, and each stage's data order.
 _COC_STREAM, _DEBLUR_STREAM, _SEARCH_DATA, _DEBLUR_DATA = 1, 2, 3, 4
-# The fine |COC| grid (px) whose pixel quantiles place the search's bins.
-_FINE_BIN_WIDTH = 0.05
+
+
+def fine_coc_grid(max_coc, num_bins=2000, smallest=1e-6):
+  """Edges of the |COC| histogram whose pixel quantiles place the search's bins: 0, then
+  geometric from `smallest` to max_coc px, so an early COC net's tiny outputs still spread over bins
+  (1% relative resolution: 0.05 px at 5 px)."""
+  return np.concatenate([[0.0], np.geomspace(smallest, max_coc, num_bins)])
 
 
 @dataclasses.dataclass
@@ -40,10 +42,6 @@ class Context:
 
   def key(self, stream):
     return jax.random.fold_in(jax.random.key(self.config.seed), stream)
-
-  def settings(self, stage):
-    return loop.LoopSettings(stage, self.config.log_every, self.config.checkpoint_every,
-                             self.config.skip_nonfinite)
 
 
 @dataclasses.dataclass
@@ -70,31 +68,26 @@ def _start_stage(ctx, name, params, optimizer, *, keys, batch_size, data_seed, i
 
 
 def _run(ctx, stage, step_fn, end_step, logger, save_at_end=True):
-  stage.state = loop.run_steps(stage.state, step_fn, stage.batches, end_step, settings=ctx.settings(stage.name),
+  settings = loop.LoopSettings(stage.name, ctx.config.log_every, ctx.config.checkpoint_every, ctx.config.skip_nonfinite)
+  stage.state = loop.run_steps(stage.state, step_fn, stage.batches, end_step, settings=settings,
                                checkpoints=stage.checkpoints, logger=logger, extra_state=stage.extra_state,
                                save_at_end=save_at_end)
 
 
-def _export_weights(ctx, stage, params, net):
+def _export_weights(ctx, net, params):
   """Writes the stage's final weights (a `--weights` directory); replaces a partial earlier one."""
-  directory = ctx.workdir / stage / "weights"
+  directory = ctx.workdir / net / "weights"
   if directory.exists() and jax.process_index() == 0:
     shutil.rmtree(directory)
   weights_io.save_weights(directory, jax.device_get(params), net, ctx.config.model)
-  return directory
 
 
 def _halving(learning_rate, every):
-  if not every:
-    return learning_rate
-  return optax.exponential_decay(learning_rate, transition_steps=every, decay_rate=0.5, staircase=True)
+  return optax.exponential_decay(learning_rate, every, 0.5, staircase=True) if every else learning_rate
 
 
 def coc_stage_model_config(config):
-  """The model config the COC stage trains with: `coc.dtype`, when set, overrides the compute dtype.
-
-  Only the compute dtype changes (parameters stay float32), so the weights load into either.
-  """
+  """The COC stage's model config: `coc.dtype`, when set, overrides the compute dtype (not the params')."""
   model_config = config.model
   if config.coc.dtype:
     model_config = model_config.copy_and_resolve_references()
@@ -107,22 +100,16 @@ class COCStageFailed(RuntimeError):
 
 
 def coc_optimizer(cfg):
-  """Adam (0.9, 0.999) as the paper, after a linear warm-up and with the global gradient norm
-  clipped: the reblur loss's gradients are large early on, and an unclipped start can throw the
-  net to the clamp, where no gradient flows back (0 disables either)."""
-  after = _halving(cfg.learning_rate, cfg.lr_halve_every)
-  schedule = after
+  """The paper's Adam (0.9, 0.999), after a linear warm-up and with the global gradient norm clipped
+  (0 disables either): early reblur-loss gradients are large and can throw the net to the clamp."""
+  schedule = _halving(cfg.learning_rate, cfg.lr_halve_every)
   if cfg.warmup_steps:
-    # join_schedules hands the second schedule steps counted from the boundary: the halving counts
-    # from the start of training.
+    # join_schedules counts the second schedule's steps from the boundary; the halving counts from 0.
+    after = schedule if callable(schedule) else optax.constant_schedule(schedule)
     schedule = optax.join_schedules([optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps),
-                                     lambda step: _at(after, step + cfg.warmup_steps)], [cfg.warmup_steps])
+                                     lambda step: after(step + cfg.warmup_steps)], [cfg.warmup_steps])
   adam = optax.adam(schedule, b1=0.9, b2=0.999)
   return optax.chain(optax.clip_by_global_norm(cfg.clip_grad_norm), adam) if cfg.clip_grad_norm else adam
-
-
-def _at(schedule, step):
-  return schedule(step) if callable(schedule) else schedule
 
 
 def check_coc_net(ctx, params, max_share=0.5):
@@ -155,7 +142,7 @@ def train_coc(ctx):
     _run(ctx, stage, step_fn, cfg.num_steps, logger)
   params = jax.device_get(stage.state.params).tree()
   check_coc_net(ctx, params)
-  _export_weights(ctx, "coc", params, "coc")
+  _export_weights(ctx, "coc", params)
   return params
 
 
@@ -169,18 +156,13 @@ def _meta_sums(ctx, step_fn):
 
 
 def _search_grid(ctx, coc_model, flat_coc_params):
-  """(bin edges, initial thresholds) of the search.
-
-  The paper's rule: a uniform `bin_width` grid over [0, max_coc] and equally spaced thresholds.
-  Otherwise bins and start follow the |COC| pixel quantiles of the meta set, so that every branch
-  has pixels from the first round on even where the data's COC stays small.
-  """
+  """(bin edges, initial thresholds): the paper's uniform ones, or at the meta set's |COC| quantiles."""
   cfg = ctx.config.search
   num_branches = len(ctx.config.model.branch_capacities)
   if cfg.paper_rule:
     return threshold_search.bin_edges(cfg.max_coc, cfg.bin_width), threshold_search.uniform_thresholds(
         num_branches, cfg.max_coc)
-  fine = threshold_search.bin_edges(cfg.max_coc, _FINE_BIN_WIDTH)
+  fine = fine_coc_grid(cfg.max_coc)
   histogram = jax.jit(lambda p, b, e: steps.blur_histogram_step(p, b, e, coc_model=coc_model),
                       compiler_options=steps.step_options())
   fine_edges = jnp.asarray(fine, jnp.float32)
@@ -228,8 +210,8 @@ def search_thresholds(ctx, coc_params):
       shares = threshold_search.branch_shares(after, counts, edges)
       history.append({"round": len(history) + 1, "step": end, "thresholds_before": before.tolist(),
                       "thresholds": after.tolist(), "cost": cost, "branch_shares": shares.tolist(),
-                      "min_branch_share": share,
-                      "errors": errors.tolist(), "counts": counts.tolist(), "bin_edges": edges.tolist(),
+                      "min_branch_share": share, "errors": errors.tolist(), "counts": counts.tolist(),
+                      "bin_edges": edges.tolist(),
                       "converged": threshold_search.has_converged(before, after, cfg.tolerance)})
       new_thresholds = sharding.put_replicated(np.asarray(after, np.float32), ctx.mesh)
       stage.state = state.replace(mask_inputs=state.mask_inputs | {"thresholds": new_thresholds})
@@ -261,7 +243,7 @@ def train_deblur(ctx, coc_params, thresholds, init_params=None):
            save_at_end=annealed_until == cfg.num_steps)
     _run(ctx, stage, step_fn(steps.NO_MASKS), cfg.num_steps, logger)
   params = jax.device_get(stage.state.params).tree()
-  _export_weights(ctx, "deblur", params, "deblur")
+  _export_weights(ctx, "deblur", params)
   return params
 
 
@@ -271,8 +253,7 @@ def latest_search_params(ctx, coc_params):
     if checkpoints.latest_step() is None:
       return None
     params = networks.init_params("deblur", ctx.config.model, ctx.key(_DEBLUR_STREAM))
-    num_thresholds = len(ctx.config.model.branch_capacities) + 1
     target = steps.create_state(params, optax.adam(ctx.config.search.learning_rate),
-                                steps.mask_inputs(coc_params, np.zeros(num_thresholds)))
+                                steps.mask_inputs(coc_params, np.zeros(len(ctx.config.model.branch_capacities) + 1)))
     state, _ = checkpoints.restore(target)
     return state.params.tree()

@@ -1,10 +1,7 @@
-"""Pure training and evaluation steps for the three stages; jitted over the device mesh.
+"""Pure steps of the three training stages (paper section III-D), jitted over the device mesh.
 
-Each step is `step(state, batch) -> (state, metrics)` with the state donated. The state carries
-what the masks are computed from but never trains (the frozen COC net's parameters and the
-thresholds) in `mask_inputs`, so thresholds are data, not constants: a new search round never
-recompiles.
-Nothing in a step is random (the randomness is in the data pipeline, seeded and checkpointed).
+`step(state, batch) -> (state, metrics)`, the state donated; the frozen COC net and thresholds are
+data in `mask_inputs` (a new search round never recompiles). All randomness is in the data pipeline.
 """
 
 import functools
@@ -30,11 +27,9 @@ NO_MASKS = "none"  # g_i = 1: stage 3 after annealing, the ablation, inference
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
-  params: flat_params.FlatParams  # the trained net's parameters; `.tree()` gives the tree
-  opt_state: Any  # over the FlatParams: Adam's moments are single vectors too
-  # The deblurring net's {"coc_params" (FlatParams of the frozen COC net), "thresholds"}; None for
-  # the COC net.
-  mask_inputs: Any = None
+  params: flat_params.FlatParams
+  opt_state: Any
+  mask_inputs: Any = None  # the deblurring net's {"coc_params" (FlatParams), "thresholds"}
 
 
 def mask_inputs(coc_params, thresholds):
@@ -43,8 +38,7 @@ def mask_inputs(coc_params, thresholds):
 
 
 def create_state(params, optimizer, inputs_of_masks=None):
-  """A step-0 state for a parameter tree; the parameters (and the frozen COC parameters) are
-  kept flat (flat_params.py: one vector each, so a step handles a few arrays, not ~1,350)."""
+  """A step-0 state for a parameter tree, the parameters (and frozen COC parameters) kept flat."""
   params = flat_params.flatten(params)
   if inputs_of_masks is not None and inputs_of_masks["coc_params"] is not None:
     inputs_of_masks = dict(inputs_of_masks, coc_params=flat_params.flatten(inputs_of_masks["coc_params"]))
@@ -57,11 +51,7 @@ def dp_views(batch):
 
 
 def global_norm(tree):
-  """The L2 norm of all leaves together, as one reduction over their concatenation.
-
-  optax.tree.norm reduces each leaf on its own: ~450 tiny kernels per step for this net, and at
-  small batches a train step's time is set by how many kernels it launches, not by their work.
-  """
+  """The L2 norm of all leaves as one reduction (optax.tree.norm launches one kernel per leaf)."""
   flat = jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in jax.tree_util.tree_leaves(tree)])
   return jnp.sqrt(jnp.sum(jnp.square(flat)))
 
@@ -75,11 +65,8 @@ def _apply_update(state, grads, optimizer, loss, skip_nonfinite):
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   if skip_nonfinite:
     # Keep the old parameters and optimizer moments, but count the step so the data moves on.
-    kept = state.replace(step=state.step + 1)
-    new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, kept)
-  metrics = {"loss": loss, "grad_norm": grad_norm,
-             "nonfinite": 1.0 - finite.astype(jnp.float32)}
-  return new, metrics
+    new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state.replace(step=state.step + 1))
+  return new, {"loss": loss, "grad_norm": grad_norm, "nonfinite": 1.0 - finite.astype(jnp.float32)}
 
 
 def coc_train_step(state, batch, *, model, optimizer, tv_start, tv_weight, loss_border=0, skip_nonfinite=False):
@@ -94,13 +81,8 @@ def coc_train_step(state, batch, *, model, optimizer, tv_start, tv_weight, loss_
 
   (loss, coc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state, metrics = _apply_update(state, grads, optimizer, loss, skip_nonfinite)
-  # A collapsed COC stage pins the output to the clamp, where no gradient flows back.
-  return state, metrics | {"at_clamp": clamped_share(coc, model.clamp)}
-
-
-def clamped_share(coc, clamp):
-  """The share of COC values at the clamp (within 0.1%)."""
-  return jnp.mean((jnp.abs(coc) >= 0.999 * clamp).astype(jnp.float32))
+  # A collapsed COC stage pins the output to the clamp (within 0.1%), where no gradient flows back.
+  return state, metrics | {"at_clamp": jnp.mean((jnp.abs(coc) >= 0.999 * model.clamp).astype(jnp.float32))}
 
 
 def coc_clamp_step(coc_params, batch, *, coc_model):
@@ -115,8 +97,7 @@ def branch_gates(inputs_of_masks, views, mask_mode, anneal_step, anneal_steps, c
   """The gates of each branch for a batch; computes the COC map only when the masks need it."""
   if mask_mode == NO_MASKS:
     return None
-  coc_params = inputs_of_masks["coc_params"].tree()
-  coc = jax.lax.stop_gradient(coc_model.apply({"params": coc_params}, views))
+  coc = jax.lax.stop_gradient(coc_model.apply({"params": inputs_of_masks["coc_params"].tree()}, views))
   mask = masks.defocus_masks(coc, inputs_of_masks["thresholds"][:-1])
   weight = 1.0 if mask_mode == HARD_MASKS else masks.annealing_weight(anneal_step, anneal_steps)
   return masks.branch_gates(mask, weight)
@@ -136,11 +117,6 @@ def deblur_train_step(state, batch, *, model, coc_model, optimizer, mask_mode, a
   return _apply_update(state, grads, optimizer, loss, skip_nonfinite)
 
 
-def _real_pixels(batch):
-  """Evaluation batches mark real pixels (images of mixed sizes are padded); else real rows."""
-  return batch.get("pixel_mask", batch.get("mask"))
-
-
 def _blur(coc_model, coc_params, views):
   """The pixel's largest |COC| over the colour channels, as the masks read it."""
   return jnp.max(jnp.abs(coc_model.apply({"params": coc_params.tree()}, views)), axis=-1)
@@ -148,7 +124,9 @@ def _blur(coc_model, coc_params, views):
 
 def blur_histogram_step(coc_params, batch, edges, *, coc_model):
   """Threshold search: the meta batch's pixel counts per |COC| bin (`edges` traced: no recompile)."""
-  return threshold_search.blur_histogram(_blur(coc_model, coc_params, dp_views(batch)), edges, _real_pixels(batch))
+  # Real pixels (evaluation batches of mixed sizes are padded), else real rows.
+  valid = batch.get("pixel_mask", batch.get("mask"))
+  return threshold_search.blur_histogram(_blur(coc_model, coc_params, dp_views(batch)), edges, valid)
 
 
 def branch_error_step(params, inputs_of_masks, batch, edges, *, model, coc_model):
@@ -156,13 +134,12 @@ def branch_error_step(params, inputs_of_masks, batch, edges, *, model, coc_model
   views = dp_views(batch)
   blur = _blur(coc_model, inputs_of_masks["coc_params"], views)
   alone = model.apply({"params": params.tree()}, views, each_branch_alone=True)
-  return threshold_search.per_bin_branch_errors(alone, batch["sharp"], blur, edges, _real_pixels(batch))
+  return threshold_search.per_bin_branch_errors(alone, batch["sharp"], blur, edges,
+                                                batch.get("pixel_mask", batch.get("mask")))
 
 
-# XLA options on CPU for every jitted function that reads a FlatParams. There the split of the
-# flat vector into ~450 parameters becomes ~450 kernels, and XLA's MLIR fusion emitters take ~7 ms
-# to compile each; its older emitters compile the width-8 deblurring step in 8.4 s instead of
-# 12.7 s, with the same loss and step time (experiments/PERF.md). Not set on GPU.
+# On CPU, XLA's older fusion emitters compile the ~450 pieces of a FlatParams' split ~1.5x faster,
+# with the same loss and step time (experiments/PERF.md).
 CPU_FLAT_STATE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
@@ -173,8 +150,7 @@ def step_options(platform=None):
 
 def jit_train_step(step_fn, mesh, **static):
   """Jits a train step over the mesh: state replicated and donated, batch sharded on `data`."""
-  options = step_options(mesh.devices.flat[0].platform)
   return jax.jit(functools.partial(step_fn, **static),
                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
                  out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
-                 donate_argnums=(0,), compiler_options=options)
+                 donate_argnums=(0,), compiler_options=step_options(mesh.devices.flat[0].platform))

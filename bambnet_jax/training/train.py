@@ -1,10 +1,7 @@
-"""`train(config, workdir)`: BaMBNet's three training stages as one resumable run.
+"""`train(config, workdir)`: BaMBNet's three training stages (paper section III-D) as one resumable run.
 
-Stages in order: coc (COC net on the reblur loss) -> search (threshold search, Algorithm 1) ->
-deblur (thresholds fixed, masks annealed away). Resume order: a finished stage (recorded in
-workdir/progress.json with its result) is never redone; an unfinished one restores its latest
-checkpoint (state, optimizer, thresholds, history, data position) and goes on. Evaluation is
-not part of training: `commands/train.py` chains the two.
+Resume order: a stage finished in workdir/progress.json is never redone; an unfinished one restores
+its latest checkpoint (state, optimizer, thresholds, history, data position) and goes on.
 """
 
 import dataclasses
@@ -32,10 +29,6 @@ class TrainedRun:
   thresholds: list
 
 
-def _weights(ctx, stage, net):
-  return weights_io.load_weights(ctx.workdir / stage / "weights", expected_net=net)[0]
-
-
 def train(config, workdir, stop_after=None):
   """Runs (or resumes) every stage; `stop_after` names the last one. Returns a `TrainedRun`."""
   sharding.initialize_distributed(config.parallel.coordinator, config.parallel.num_processes,
@@ -50,8 +43,7 @@ def train(config, workdir, stop_after=None):
   progress = stage_checkpoints.Progress(workdir)
   run = TrainedRun(ctx, progress, None, [])
 
-  # Only the search's and the annealing's masks read COC maps: without both (the Table III
-  # ablation) the COC stage is skipped, and the evaluation reports no COC error.
+  # Only the search's and the annealing's masks read COC maps: the Table III ablation has no COC stage.
   needs_coc = config.search.enabled or config.deblur.use_masks
   if needs_coc and not progress.is_finished("coc"):
     stages.train_coc(ctx)
@@ -59,7 +51,8 @@ def train(config, workdir, stop_after=None):
   if stop_after == "coc":
     return run
   # Kept on the host: each stage places its own copy (its train state is donated every step).
-  run.coc_params = jax.device_get(_weights(ctx, "coc", "coc")) if needs_coc else None
+  if needs_coc:
+    run.coc_params = jax.device_get(weights_io.load_weights(workdir / "coc" / "weights", expected_net="coc")[0])
 
   if not progress.is_finished("search"):
     found, history, _ = stages.search_thresholds(ctx, run.coc_params)

@@ -1,5 +1,3 @@
 """The user's own dual-pixel captures as a TFDS dataset."""
 
-from tfds_dpd.dp_captures.dp_captures_dataset_builder import DpCaptures
-from tfds_dpd.dp_captures.dp_captures_dataset_builder import DpCapturesConfig
-from tfds_dpd.dp_captures.dp_captures_dataset_builder import DpCapturesError
+from tfds_dpd.dp_captures.dp_captures_dataset_builder import DpCaptures, DpCapturesConfig, DpCapturesError

@@ -1,32 +1,21 @@
 """TFDS builder turning a folder of the user's own DP captures into the DP features.
 
-    import tfds_dpd
-    config = tfds_dpd.dp_captures.DpCapturesConfig(name="my_camera", folder="~/captures")
-    builder = tfds_dpd.dp_captures.DpCaptures(config=config, data_dir=DATA_DIR)
-    builder.download_and_prepare()
-    source = builder.as_data_source(split="train")
+Layouts: see `MANUAL_DOWNLOAD_INSTRUCTIONS` (and `bambnet_jax.io.images.find_dp_pairs`); the
+combined image is the mean of the two views.
 
-Without `folder`, the captures are read from the manual folder. Two layouts are recognised
-(see `bambnet_jax.io.images.find_dp_pairs`): `NAME_L.png` / `NAME_R.png` (optional `NAME_S.png`
-sharp target) in one folder, or one folder per capture holding `l.png` / `r.png` (optional
-`sharp.png`). The combined image is the mean of the two views.
+    config = tfds_dpd.dp_captures.DpCapturesConfig(name="my_camera", folder="~/captures")
+    tfds_dpd.dp_captures.DpCaptures(config=config, data_dir=DATA_DIR).download_and_prepare()
 """
 
 import dataclasses
 import pathlib
 
 from absl import logging
+import numpy as np
 import tensorflow_datasets as tfds
 
 from bambnet_jax.io import images
 from tfds_dpd import common
-
-_MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-Put your dual-pixel captures in the manual folder (or name the folder with
-DpCapturesConfig(folder=...)), either as NAME_L.png / NAME_R.png pairs (optional NAME_S.png sharp
-target) or as one folder per capture holding l.png and r.png (optional sharp.png). 8- and 16-bit
-images are accepted; they are stored as 16-bit.
-"""
 
 
 class DpCapturesError(ValueError):
@@ -38,19 +27,19 @@ class DpCapturesConfig(tfds.core.BuilderConfig):
   """Where the captures are and how to treat them."""
   folder: str | None = None  # None: the manual folder.
   split: str = "train"
-  # Off by default: a capture's DP disparity follows the sensor, and only DPDD is known to
-  # store some scenes rotated.
-  rotate_portrait: bool = False
-  # Views without a partner are an error unless this is set (then they are skipped with a warning).
-  skip_unpaired: bool = False
+  rotate_portrait: bool = False  # off: the DP disparity follows the sensor; only DPDD stores turned scenes
+  skip_unpaired: bool = False  # skip views without a partner (with a warning) instead of failing
 
 
 class DpCaptures(common.DPBuilder):
   """The user's own dual-pixel captures: left / right views, combined image, optional sharp target."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
-  MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+    Put your dual-pixel captures in the manual folder (or name the folder with
+    DpCapturesConfig(folder=...)), either as NAME_L.png / NAME_R.png pairs (optional NAME_S.png sharp
+    target) or as one folder per capture holding l.png and r.png (optional sharp.png). 8- and 16-bit
+    images are accepted; they are stored as 16-bit.
+  """
   BUILDER_CONFIGS = [DpCapturesConfig(name="default", description="Captures from the manual folder.")]
   DEFAULT_CONFIG_NAME = "default"
 
@@ -87,18 +76,14 @@ def find_captures(folder, skip_unpaired=False):
 def capture_example(pair, rotate_portrait=False):
   """The feature dict of one capture (a `bambnet_jax.io.images.DPPairFiles`)."""
   left, right = images.read_dp_pair(pair.left, pair.right)
-  views = {"left": left, "right": right, "sharp": None}
+  views = {"left": left, "right": right, "sharp": None if pair.sharp is None else images.read_image(pair.sharp)}
   paths = {"left": pair.left, "right": pair.right, "sharp": pair.sharp}
-  if pair.sharp is not None:
-    views["sharp"] = images.read_image(pair.sharp)
-  for key, pixels in views.items():
-    if pixels is not None and images.bit_depth_of(pixels) is None:
-      raise images.ImageError(paths[key], "expected an 8- or 16-bit image file, not a float array")
   common.check_same_size(views, paths)
-  views["combined"] = common.average_views(left, right)
+  # The rounded mean of the two half-pixel views.
+  total = common.to_uint16_rgb(left).astype(np.uint32) + common.to_uint16_rgb(right).astype(np.uint32)
+  views["combined"] = ((total + 1) // 2).astype(np.uint16)
   rotated = False
-  if rotate_portrait:
-    for key, pixels in views.items():
-      if pixels is not None:
-        views[key], rotated = common.to_landscape(pixels)
+  for key, pixels in views.items():
+    if rotate_portrait and pixels is not None:
+      views[key], rotated = common.to_landscape(pixels)
   return common.make_example(pair.name, views, bit_depth=images.bit_depth_of(left), rotated=rotated)

@@ -1,15 +1,9 @@
-"""TFDS builder for synthetic dual-pixel scenes with a ground-truth signed COC map.
+"""TFDS builder for synthetic dual-pixel scenes (`bambnet_jax.data.synthetic`) with their signed COC.
 
-The embedded default data set: nothing to download. Scenes come from
-`bambnet_jax.data.synthetic.render_sample` (layered planes, the SPEC's DP kernels), stored with
-the DP features plus `coc`, images quantised to 16 bits.
+Nothing to download: the DP features plus `coc`, images quantised to 16 bits.
 
-    import tfds_dpd
-    builder = tfds_dpd.dp_synthetic.DpSynthetic(config="default", data_dir=DATA_DIR)
-    builder.download_and_prepare()
-    # Other sizes, counts or seeds:
-    config = tfds_dpd.dp_synthetic.DpSyntheticConfig(
-        name="my_256", num_train=500, seed=1, scene=SceneConfig(height=256, width=256))
+    config = DpSyntheticConfig(name="my_256", num_train=500, seed=1, scene=SceneConfig(height=256, width=256))
+    tfds_dpd.dp_synthetic.DpSynthetic(config=config, data_dir=DATA_DIR).download_and_prepare()
 """
 
 import concurrent.futures
@@ -24,8 +18,8 @@ from bambnet_jax.data import synthetic
 from bambnet_jax.io import images
 from tfds_dpd import common
 
-# Rendering and encoding a 256x256 scene takes ~0.15 s: the synthetic config's 432 scenes took
-# 72 s in one process. Workers start in a few seconds, so small splits stay in this process.
+# A 256x256 scene takes ~0.15 s to render and encode; workers take seconds to start, so small
+# splits stay in this process.
 MAX_RENDER_WORKERS = 16
 SCENES_PER_WORKER = 16
 
@@ -43,8 +37,6 @@ class DpSyntheticConfig(tfds.core.BuilderConfig):
 class DpSynthetic(common.DPBuilder):
   """Synthetic DP scenes: left / right views, combined, sharp, and the signed COC in pixels."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
       DpSyntheticConfig(name="default", description="1000 / 50 / 50 scenes of 512x512, seed 0."),
       DpSyntheticConfig(name="tiny", num_train=8, num_validation=2, num_test=2,
@@ -70,8 +62,8 @@ class DpSynthetic(common.DPBuilder):
     if workers < 2:
       yield from map(render_example, jobs)
       return
-    # Each scene depends only on its own seed, so rendering in parallel gives the same records,
-    # in the same order. Spawned workers: the parent may hold a GPU runtime and threads.
+    # Each scene depends only on its seed: the same records in the same order. Spawned workers:
+    # the parent may hold a GPU runtime and threads.
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
       yield from pool.map(render_example, jobs, chunksize=4)

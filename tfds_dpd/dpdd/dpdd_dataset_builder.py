@@ -1,13 +1,10 @@
 """TFDS builder for DPDD (Abuolaim & Brown, ECCV 2020) from a manual download, without TensorFlow.
 
-    import tfds_dpd  # registers the builders
-    builder = tfds_dpd.dpdd.Dpdd(config="patches", data_dir=DATA_DIR, file_format="array_record")
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir="~/dd_dp_dataset_png"))
-    source = tfds.data_source("dpdd/patches", split="train", data_dir=DATA_DIR)
-
 Configs: `full` (whole images; train / validation / test) and `patches` (the paper's training
 patches, SPEC section 5; train / validation; evaluate on `full`'s test split).
+
+    tfds_dpd.dpdd.Dpdd(config="patches", data_dir=DATA_DIR).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir="~/dd_dp_dataset_png"))
 """
 
 import dataclasses
@@ -19,23 +16,6 @@ from bambnet_jax.data import patches as patches_lib
 from bambnet_jax.io import images
 from tfds_dpd import common
 from tfds_dpd.dpdd import layout
-
-_MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-DPDD may not be redistributed, so download it yourself:
-1. Get the "Canon DP data" archive (dd_dp_dataset_canon.zip, about 20 GB of 16-bit PNGs) from the
-   DPDD page linked by https://github.com/Abdullah-Abuolaim/defocus-deblurring-dual-pixel and accept
-   its licence.
-2. Unzip it into the manual folder (default: <data_dir>/downloads/manual/, or pass
-   `download_config=tfds.download.DownloadConfig(manual_dir=...)`, or `--manual_dir` to
-   `tfds build`). The folder must then hold, directly or inside one sub-folder such as
-   dd_dp_dataset_png/:
-     train_c/source train_c/target train_l/source train_r/source
-     val_c/source   val_c/target   val_l/source   val_r/source
-     test_c/source  test_c/target  test_l/source  test_r/source
-3. Optional, for the indoor / outdoor test split: put indoor_labels.npy and outdoor_labels.npy
-   (1-based indices into the sorted test scene names, distributed with other DPDD projects) in the
-   manual folder or beside the split folders. Without them every scene_type is 'unknown'.
-"""
 
 
 @dataclasses.dataclass(eq=False)
@@ -50,9 +30,16 @@ class DpddConfig(tfds.core.BuilderConfig):
 class Dpdd(common.DPBuilder):
   """DPDD dual-pixel defocus deblurring data: left / right views, combined image, sharp target."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
-  MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+    DPDD may not be redistributed, so download it yourself:
+    1. Get the "Canon DP data" archive (dd_dp_dataset_canon.zip, about 20 GB of 16-bit PNGs) from the
+       DPDD page linked by https://github.com/Abdullah-Abuolaim/defocus-deblurring-dual-pixel.
+    2. Unzip it into the manual folder (default <data_dir>/downloads/manual/, or DownloadConfig's
+       manual_dir, or `tfds build --manual_dir`) so that it holds, directly or in one sub-folder such as
+       dd_dp_dataset_png/, {train,val,test}_c/source, _c/target, _l/source and _r/source.
+    3. Optional: indoor_labels.npy and outdoor_labels.npy (1-based indices into the sorted test scene
+       names) in the manual folder or beside the split folders; without them scene_type is 'unknown'.
+  """
   BUILDER_CONFIGS = [
       DpddConfig(name="full",
                  description="Whole 1680x1120 images (portrait scenes turned to landscape)."),
@@ -64,9 +51,7 @@ class Dpdd(common.DPBuilder):
 
   def _info(self):
     return self.dataset_info_from_configs(
-        features=common.dp_features(),
-        homepage="https://github.com/Abdullah-Abuolaim/defocus-deblurring-dual-pixel",
-    )
+        features=common.dp_features(), homepage="https://github.com/Abdullah-Abuolaim/defocus-deblurring-dual-pixel")
 
   def _split_generators(self, dl_manager):
     root = layout.find_root(dl_manager.manual_dir)
@@ -75,31 +60,26 @@ class Dpdd(common.DPBuilder):
     scenes = {split: layout.pair_split(root, split) for split in splits}
     scene_types = {}
     if "test" in scenes:
-      label_folders = [dl_manager.manual_dir, root]
-      scene_types = layout.read_test_scene_types(label_folders, len(scenes["test"])) or {}
+      scene_types = layout.read_test_scene_types([dl_manager.manual_dir, root], len(scenes["test"])) or {}
       if not scene_types:
         logging.info("No indoor/outdoor label files found: test scene_type will be 'unknown'.")
-    return {
-        split: self._generate_examples(split, split_scenes, scene_types if split == "test" else {})
-        for split, split_scenes in scenes.items()
-    }
+    return {split: self._generate_examples(split, split_scenes, scene_types if split == "test" else {})
+            for split, split_scenes in scenes.items()}
 
   def _generate_examples(self, split, scenes, scene_types):
     config = self.builder_config
     for scene in scenes:
       views, bit_depth, rotated = read_scene(scene)
-      kwargs = {"bit_depth": bit_depth, "rotated": rotated,
-                "scene_type": scene_types.get(scene.index, "unknown")}
+      kwargs = {"bit_depth": bit_depth, "rotated": rotated, "scene_type": scene_types.get(scene.index, "unknown")}
       if config.patch_size is None:
         yield scene.name, common.make_example(scene.name, views, **kwargs)
         continue
-      height, width = views["sharp"].shape[:2]
       if split == "train":
-        grid = patches_lib.patch_grid(height, width, config.patch_size, config.train_stride)
-        origins = patches_lib.keep_sharpest(
-            views["sharp"], grid, config.patch_size, config.drop_fraction)
+        origins = patches_lib.training_patch_origins(
+            views["sharp"], config.patch_size, config.train_stride, config.drop_fraction)
       else:
-        origins = patches_lib.patch_grid(height, width, config.patch_size, config.validation_stride)
+        origins = patches_lib.validation_patch_origins(
+            *views["sharp"].shape[:2], config.patch_size, config.validation_stride)
       yield from common.patch_examples(scene.name, views, origins, config.patch_size, **kwargs)
 
 
@@ -107,9 +87,7 @@ def read_scene(scene):
   """(views, bit_depth, rotated) of one DPDD scene: the four images, checked and in landscape."""
   paths = scene.paths()
   views = {key: images.read_image(path) for key, path in paths.items()}
-  for key, pixels in views.items():
-    if images.bit_depth_of(pixels) is None:
-      raise images.ImageError(paths[key], "DPDD images must be 8- or 16-bit image files")
+  for key, pixels in views.items():  # image files decode to 8/16-bit, 1 or 3 channels
     if pixels.shape[2] != 3:
       raise images.ImageError(paths[key], f"expected an RGB image, got {pixels.shape[2]} channel(s)")
   depths = {key: images.bit_depth_of(pixels) for key, pixels in views.items()}

@@ -1,13 +1,8 @@
-"""The DPDD folder layout and its sorted-order pairing (SPEC section 6), without TFDS.
+"""The DPDD folder layout (`VIEW_FOLDERS`) and its sorted-order pairing (SPEC section 6), without TFDS.
 
-    ROOT/{train,val,test}_c/source/*.png   combined (blurred) image
-    ROOT/{train,val,test}_c/target/*.png   all-in-focus target
-    ROOT/{train,val,test}_l/source/*_L.png left DP view
-    ROOT/{train,val,test}_r/source/*_R.png right DP view
-
-Sources and targets carry different capture numbers, so the four folders are paired by sorted
-file order. A combined source and its views share a name (NAME.png, NAME_L.png, NAME_R.png): that
-check catches a file missing from one folder while another folder has an extra one.
+Sources and targets carry different capture numbers, so the four folders are paired by sorted file
+order; a combined source and its views share a name (NAME.png, NAME_L.png, NAME_R.png), which
+catches a file missing from one folder while another has an extra one.
 """
 
 import dataclasses
@@ -18,7 +13,7 @@ import numpy as np
 from bambnet_jax.io import images
 
 SPLIT_PREFIXES = {"train": "train", "validation": "val", "test": "test"}
-VIEW_FOLDERS = {
+VIEW_FOLDERS = {  # combined (blurred) image, all-in-focus target, NAME_L.png and NAME_R.png views
     "combined": "{prefix}_c/source",
     "sharp": "{prefix}_c/target",
     "left": "{prefix}_l/source",
@@ -63,17 +58,11 @@ def find_root(directory):
   raise DpddLayoutError(f"{directory}: several DPDD trees found: {[c.name for c in candidates]}")
 
 
-def _image_files(folder):
-  return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                and p.suffix.lower() in images.IMAGE_SUFFIXES)
-
-
 def _view_stem(path, suffix):
-  stem = path.stem
-  if not stem.upper().endswith(suffix):
+  if not path.stem.upper().endswith(suffix):
     view = "left" if suffix == "_L" else "right"
     raise DpddLayoutError(f"{path}: a DPDD {view} view must be named *{suffix}.png")
-  return stem[:-len(suffix)]
+  return path.stem[:-len(suffix)]
 
 
 def pair_split(root, split):
@@ -84,12 +73,13 @@ def pair_split(root, split):
   missing = [str(f) for f in folders.values() if not f.is_dir()]
   if missing:
     raise DpddLayoutError(f"DPDD {split} split is incomplete, missing folder(s): {', '.join(missing)}")
-  files = {view: _image_files(folder) for view, folder in folders.items()}
+  files = {view: sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                        and p.suffix.lower() in images.IMAGE_SUFFIXES)
+           for view, folder in folders.items()}
   counts = {str(folders[view]): len(found) for view, found in files.items()}
   if len(set(counts.values())) != 1:
     listing = ", ".join(f"{folder}: {n}" for folder, n in counts.items())
-    raise DpddLayoutError(
-        f"DPDD {split} split: the four folders hold different numbers of images ({listing})")
+    raise DpddLayoutError(f"DPDD {split} split: the four folders hold different numbers of images ({listing})")
   if not files["combined"]:
     raise DpddLayoutError(f"DPDD {split} split: no images in {folders['combined']}")
   scenes = []
@@ -105,38 +95,31 @@ def pair_split(root, split):
 
 def _read_label_indices(path, num_scenes):
   try:
-    indices = np.load(path, allow_pickle=False)
+    indices = np.asarray(np.load(path, allow_pickle=False)).reshape(-1)
   except Exception as e:  # numpy raises several types for corrupt files
     raise DpddLayoutError(f"{path}: unreadable label file ({e})") from e
-  indices = np.asarray(indices).reshape(-1)
   if indices.size and not np.all(np.equal(np.mod(indices, 1), 0)):
     raise DpddLayoutError(f"{path}: labels must be whole-number scene indices, got {indices.dtype}")
   indices = indices.astype(np.int64)
   bad = indices[(indices < 1) | (indices > num_scenes)]
   if bad.size:
-    raise DpddLayoutError(
-        f"{path}: indices {bad[:5].tolist()} outside 1..{num_scenes} (1-based test scene indices)")
+    raise DpddLayoutError(f"{path}: indices {bad[:5].tolist()} outside 1..{num_scenes} (1-based test scene indices)")
   return set(indices.tolist())
 
 
 def read_test_scene_types(directories, num_scenes):
-  """1-based scene index -> 'indoor' / 'outdoor' from the label files, or None if there are none.
-
-  The files are looked for in each of `directories` (the manual folder and the DPDD root).
-  """
+  """1-based scene index -> 'indoor' / 'outdoor' from the label files in `directories`, or None."""
   found = {}
   for kind, file_name in LABEL_FILES.items():
-    for directory in directories:
-      if (pathlib.Path(directory) / file_name).is_file():
-        found[kind] = pathlib.Path(directory) / file_name
-        break
+    paths = [pathlib.Path(d) / file_name for d in directories if (pathlib.Path(d) / file_name).is_file()]
+    if paths:
+      found[kind] = paths[0]
   if not found:
     return None
   if len(found) == 1:
-    (kind, path), = found.items()
-    other = LABEL_FILES["outdoor" if kind == "indoor" else "indoor"]
-    raise DpddLayoutError(
-        f"{path}: found without its partner {other}; supply both label files or neither")
+    (path,) = found.values()
+    other = next(name for kind, name in LABEL_FILES.items() if kind not in found)
+    raise DpddLayoutError(f"{path}: found without its partner {other}; supply both label files or neither")
   indoor = _read_label_indices(found["indoor"], num_scenes)
   outdoor = _read_label_indices(found["outdoor"], num_scenes)
   if indoor & outdoor:
