@@ -104,8 +104,9 @@ def test_canon_pairs_are_restored_at_full_size_and_shown_beside_their_input(quic
     assert re.findall(r"<img class='[^']*' alt='([^']*)'", capture)[:2] == ["input (L+R)/2", "restored"]
     # A 128-px window of the 768 x 512 frame at 4x: the full views are shrunk to fit side by side.
     assert "the 128 x 128 px window with the most detail in the input, shown below 4x" in capture
-    # The workdir has a COC net, so deblur used it; the page says so.
-    assert "COC map, drawn by the <b class='estimator'>COC net</b>" in capture
+    # The quickstart's COC net misreads real cameras: the classical search draws these maps, and
+    # the page says so.
+    assert "COC map, drawn by the <b class='estimator'>classical search</b>" in capture
 
 
 def test_detail_window_finds_the_textured_patch():
