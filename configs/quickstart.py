@@ -4,7 +4,7 @@
 
 Unlike `smoke` (seconds, numbers meaningless), this trains long enough that the restored test
 scenes score above the blurred combined input, so the report shows the method working: on 2
-shared CPU cores, 6 min 22 s for the whole quickstart, and test PSNR 15.79 dB against the input's 14.96 dB.
+CPU cores, 2 min 32 s for the whole quickstart, and test PSNR 15.79 dB against the input's 14.96 dB.
 Learning rates are above the paper's because there are so few steps.
 """
 
