@@ -11,6 +11,7 @@ import pytest
 from bambnet_jax.models import networks
 from bambnet_jax.parallel import sharding
 from bambnet_jax.training import stages
+from bambnet_jax.training import steps
 
 
 def _coc_cfg(**fields):
@@ -71,3 +72,17 @@ def test_a_coc_net_pinned_to_the_clamp_fails_the_stage(tmp_path):
   pinned = dict(params, tail={"kernel": params["tail"]["kernel"], "bias": jnp.full(3, 100.0)})
   with pytest.raises(stages.COCStageFailed, match=r"\+-24 px clamp on 100%"):
     stages.check_coc_net(ctx, pinned)
+
+
+def test_the_clamp_count_covers_only_real_pixels_of_a_padded_batch():
+  config = networks.model_config(width=8, branch_capacities=(1, 4))
+  params = networks.init_params("coc", config, jax.random.key(0))
+  pinned = dict(params, tail={"kernel": params["tail"]["kernel"], "bias": jnp.full(3, 100.0)})
+  rng = np.random.default_rng(1)
+  pixel_mask = np.zeros((2, 32, 32), bool)
+  pixel_mask[0, :20, :12] = True  # a 20 x 12 image padded to 32 x 32; the second row is padding
+  batch = {"left": rng.random((2, 32, 32, 3), np.float32), "right": rng.random((2, 32, 32, 3), np.float32),
+           "mask": np.asarray([True, False]), "pixel_mask": pixel_mask}
+  at_clamp, total = steps.coc_clamp_step(pinned, batch, coc_model=networks.build("coc", config))
+  assert float(total) == 20 * 12 * 3
+  assert float(at_clamp) == 20 * 12 * 3

@@ -81,16 +81,25 @@ def coc_train_step(state, batch, *, model, optimizer, tv_start, tv_weight, loss_
 
   (loss, coc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state, metrics = _apply_update(state, grads, optimizer, loss, skip_nonfinite)
-  # A collapsed COC stage pins the output to the clamp (within 0.1%), where no gradient flows back.
-  return state, metrics | {"at_clamp": jnp.mean((jnp.abs(coc) >= 0.999 * model.clamp).astype(jnp.float32))}
+  return state, metrics | {"at_clamp": jnp.mean(_at_clamp(coc, model.clamp))}
+
+
+def _at_clamp(coc, clamp):
+  """1 where a COC value sits at the clamp (within 0.1%): a collapsed COC net's output, where no
+  gradient flows back."""
+  return (jnp.abs(coc) >= 0.999 * clamp).astype(jnp.float32)
+
+
+def _real_pixels(batch):
+  """The real pixels of an evaluation batch (images of mixed sizes are padded), else its real rows."""
+  return batch.get("pixel_mask", batch.get("mask"))
 
 
 def coc_clamp_step(coc_params, batch, *, coc_model):
-  """(COC values at the clamp, all COC values) of one batch, real rows only."""
+  """(COC values at the clamp, all COC values) of one batch's real pixels."""
   coc = coc_model.apply({"params": coc_params}, dp_views(batch))
-  weight = jnp.ones(coc.shape[:1], jnp.float32) if "mask" not in batch else batch["mask"].astype(jnp.float32)
-  at_clamp = jnp.sum((jnp.abs(coc) >= 0.999 * coc_model.clamp) * weight[:, None, None, None])
-  return at_clamp, jnp.sum(weight) * coc[0].size
+  weight = threshold_search.pixel_weights(coc[..., 0], _real_pixels(batch))[..., None]
+  return jnp.sum(_at_clamp(coc, coc_model.clamp) * weight), jnp.sum(weight) * coc.shape[-1]
 
 
 def branch_gates(inputs_of_masks, views, mask_mode, anneal_step, anneal_steps, coc_model):
@@ -124,9 +133,7 @@ def _blur(coc_model, coc_params, views):
 
 def blur_histogram_step(coc_params, batch, edges, *, coc_model):
   """Threshold search: the meta batch's pixel counts per |COC| bin (`edges` traced: no recompile)."""
-  # Real pixels (evaluation batches of mixed sizes are padded), else real rows.
-  valid = batch.get("pixel_mask", batch.get("mask"))
-  return threshold_search.blur_histogram(_blur(coc_model, coc_params, dp_views(batch)), edges, valid)
+  return threshold_search.blur_histogram(_blur(coc_model, coc_params, dp_views(batch)), edges, _real_pixels(batch))
 
 
 def branch_error_step(params, inputs_of_masks, batch, edges, *, model, coc_model):
@@ -134,8 +141,7 @@ def branch_error_step(params, inputs_of_masks, batch, edges, *, model, coc_model
   views = dp_views(batch)
   blur = _blur(coc_model, inputs_of_masks["coc_params"], views)
   alone = model.apply({"params": params.tree()}, views, each_branch_alone=True)
-  return threshold_search.per_bin_branch_errors(alone, batch["sharp"], blur, edges,
-                                                batch.get("pixel_mask", batch.get("mask")))
+  return threshold_search.per_bin_branch_errors(alone, batch["sharp"], blur, edges, _real_pixels(batch))
 
 
 # On CPU, XLA's older fusion emitters compile the ~450 pieces of a FlatParams' split ~1.5x faster,

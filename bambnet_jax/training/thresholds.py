@@ -29,7 +29,7 @@ def _bin_index(blur, edges):
   return jnp.clip(index, 0, edges.shape[0] - 2)
 
 
-def _pixel_weights(blur, valid):
+def pixel_weights(blur, valid):
   """1 per pixel, 0 outside `valid` (None, an (N,) mask of images or an (N, H, W) one of pixels)."""
   weight = jnp.ones(jnp.shape(blur), jnp.float32)
   if valid is not None:
@@ -43,7 +43,7 @@ def per_bin_branch_errors(branch_outputs, target, blur, edges, valid=None):
   num_bins = jnp.shape(edges)[0] - 1
   pixel_error = jnp.mean(jnp.abs(branch_outputs - target[:, None]), axis=-1).astype(jnp.float32)
   one_hot = jax.nn.one_hot(_bin_index(blur, edges), num_bins, dtype=jnp.float32)  # (N, H, W, B)
-  one_hot = one_hot * _pixel_weights(blur, valid)[..., None]
+  one_hot = one_hot * pixel_weights(blur, valid)[..., None]
   return jnp.einsum("nmhw,nhwb->mb", pixel_error, one_hot), jnp.sum(one_hot, axis=(0, 1, 2))
 
 
@@ -51,7 +51,7 @@ def blur_histogram(blur, edges, valid=None):
   """Pixels per COC bin (B,), float32, binned as `per_bin_branch_errors` (no one-hot: fine grids are cheap)."""
   num_bins = jnp.shape(edges)[0] - 1
   index = _bin_index(blur, edges).ravel()
-  return jnp.bincount(index, _pixel_weights(blur, valid).ravel(), length=num_bins).astype(jnp.float32)
+  return jnp.bincount(index, pixel_weights(blur, valid).ravel(), length=num_bins).astype(jnp.float32)
 
 
 def _nearest_cuts(cumulative, targets):
