@@ -52,6 +52,7 @@ def test_evaluation_pads_every_image_to_the_largest_and_marks_its_pixels(encode)
     real = np.zeros((10, 12), bool)
     real[:height, :width] = True
     np.testing.assert_array_equal(row["pixel_mask"], real)
+    assert pipeline.real_size(row["pixel_mask"]) == (height, width)
     for key in ("left", "right", "sharp"):
       np.testing.assert_array_equal(row[key][:height, :width], want[key] / np.float32(65535))
       assert not row[key][~real].any()  # zeros outside

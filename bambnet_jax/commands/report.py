@@ -126,7 +126,8 @@ def first_test_scenes(config, count):
   for batch in evaluate.test_batches(config, sharding.make_mesh()):
     for i in np.flatnonzero(np.asarray(batch["mask"])):
       name = batch["name"][i]
-      scenes.append({k: np.asarray(batch[k][i], np.float32) for k in pipeline.EVAL_KEYS}
+      height, width = pipeline.real_size(batch["pixel_mask"][i])  # mixed-size splits are padded
+      scenes.append({k: np.asarray(batch[k][i, :height, :width], np.float32) for k in pipeline.EVAL_KEYS}
                     | {"name": name.decode() if isinstance(name, bytes) else str(name)})
       if len(scenes) == count:
         return scenes

@@ -264,6 +264,12 @@ class _PaddedImages:
     return example
 
 
+def real_size(pixel_mask):
+  """(height, width) of the image an (H, W) `pixel_mask` row of an evaluation batch marks."""
+  pixel_mask = np.asarray(pixel_mask)
+  return int(pixel_mask.any(1).sum()), int(pixel_mask.any(0).sum())
+
+
 def _padded(host_iterator, batch_size, num_batches, template):
   """Host batches padded to `batch_size` rows, with `mask`: exactly `num_batches` of them."""
   zeros = None

@@ -160,7 +160,7 @@ def _real_sizes(batch, real):
   pixels = sharding.local_rows(batch["pixel_mask"])
   if pixels[real].all():
     return None
-  return [(int(p.any(1).sum()), int(p.any(0).sum())) for p in pixels]
+  return [pipeline.real_size(p) for p in pixels]
 
 
 def _score_cropped(suite, out, sharp, combined, sizes, real):
