@@ -24,10 +24,14 @@ import runs
 
 
 def round_thresholds(history):
-  """[(label, r_1..r_{M+1})]: the starting split, then each round's result."""
+  """[(label, r_1..r_{M+1})]: the starting split, then each round's result; a round's label carries
+  the share of the meta set's pixels each branch got (search/rounds.json)."""
+  def label(i, h):
+    shares = "/".join(f"{100 * s:.0f}" for s in h.get("branch_shares", ()))
+    return (f"round {h['round']}" + (" (final)" if i == len(history) - 1 else "")
+            + (f"\nmeta % {shares}" if shares else ""))
   return [("initial", history[0]["thresholds_before"])] + [
-      (f"round {h['round']}" + (" (final)" if i == len(history) - 1 else ""), h["thresholds"])
-      for i, h in enumerate(history)]
+      (label(i, h), h["thresholds"]) for i, h in enumerate(history)]
 
 
 def branch_maps(coc, thresholds):
@@ -82,7 +86,7 @@ def main(argv=None):
   files.atomic_write_bytes(out / "fig5.json", json.dumps({"images": [e["name"] for e in examples],
                                                           "rounds": record}, indent=1).encode())
   for r in record:
-    print(f"{r['label']:>18}: r = {', '.join(f'{t:.2f}' for t in r['thresholds'])}; pixel share per branch "
+    print(f"{r['label'].splitlines()[0]:>18}: r = {', '.join(f'{t:.2f}' for t in r['thresholds'])}; pixel share per branch "
           + ", ".join(f"{s:.2f}" for s in r["pixel_share"]))
   return record
 

@@ -1,4 +1,4 @@
-"""The kernel family and tent weights against the SPEC's definitions, written out here loop by loop."""
+"""The kernel family against the SPEC's definitions, written out here loop by loop."""
 
 import numpy as np
 import pytest
@@ -17,15 +17,6 @@ def spec_kernel_plus(radius):
       if (i - radius) ** 2 + (j - radius) ** 2 <= radius ** 2:
         kernel[i, j] = min(j + 1, 2 * radius)
   return kernel / kernel.sum()
-
-
-def spec_tent(b, max_radius=24):
-  """h+_i = max(0, 1-|b-i|), h-_i = max(0, 1-|b+i|), both halved at i = 0."""
-  h_plus = np.array([max(0.0, 1 - abs(b - i)) for i in range(max_radius + 1)])
-  h_minus = np.array([max(0.0, 1 - abs(b + i)) for i in range(max_radius + 1)])
-  h_plus[0] /= 2
-  h_minus[0] /= 2
-  return h_plus, h_minus
 
 
 @pytest.mark.parametrize("radius", [0, 1, 2, 3, 7, 24])
@@ -60,35 +51,6 @@ def test_kernel_stack_centres_every_kernel():
     np.testing.assert_allclose(stack[radius, start:start + 2 * radius + 1, start:start + 2 * radius + 1],
                                spec_kernel_plus(radius), atol=1e-15)
     assert stack[radius].sum() == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize("b", [0.0, 0.25, 0.5, 1.0, 3.7, -0.3, -12.0, -23.4, 24.0, 24.6, -25.2, 30.0])
-def test_tent_weights_match_the_spec(b):
-  h_plus, h_minus = dp_kernels.tent_weights(np.array([b]))
-  expected_plus, expected_minus = spec_tent(b)
-  np.testing.assert_allclose(h_plus[0], expected_plus, atol=1e-15)
-  np.testing.assert_allclose(h_minus[0], expected_minus, atol=1e-15)
-  if abs(b) <= 24:
-    assert h_plus.sum() + h_minus.sum() == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize("b", [0.0, 0.4, -0.4, 2.5, -7.25, 24.0, -24.5])
-def test_signed_weights_merge_the_halves_at_zero(b):
-  h_plus, h_minus = spec_tent(b)
-  signed = dp_kernels.signed_tent_weights(np.float64(b))
-  np.testing.assert_allclose(signed[24:], h_plus + np.r_[h_minus[0], np.zeros(24)], atol=1e-15)
-  np.testing.assert_allclose(signed[:24], h_minus[:0:-1], atol=1e-15)
-
-
-@pytest.mark.parametrize("b", [0.0, 0.3, -0.3, 2.6, -5.5, 12.0])
-def test_blended_kernel_is_the_tent_weighted_sum(b):
-  h_plus, h_minus = spec_tent(b)
-  expected = np.zeros((49, 49))
-  for i in range(25):
-    pad = 24 - i
-    expected[pad:pad + 2 * i + 1, pad:pad + 2 * i + 1] += (
-        h_plus[i] * spec_kernel_plus(i) + h_minus[i] * spec_kernel_plus(i)[:, ::-1])
-  np.testing.assert_allclose(dp_kernels.blended_kernel(b), expected, atol=1e-15)
 
 
 def test_fast_fft_length_is_the_next_2_3_5_smooth_number():

@@ -54,16 +54,6 @@ def test_pipeline_batches_the_coc_with_a_channel_axis(tmp_path):
   assert np.abs(batch["coc"]).max() <= 4.0
 
 
-def test_on_the_fly_scenes_match_the_prepared_ones_before_quantisation():
-  scenes = records.SyntheticScenes(2, SCENE, seed=5, split="train", keys=("left", "coc"))
-  want = synthetic.render_sample(records.scene_seed(5, "train", 1), SCENE)
-  np.testing.assert_array_equal(scenes[1]["left"], want["left"])
-  np.testing.assert_array_equal(scenes[1]["coc"], want["coc"])
-  batch = next(pipeline.training_batches(records.DPSource(scenes, ("left", "coc")), batch_size=2, seed=0,
-                                         horizontal_flip=False))
-  assert batch["left"].dtype == np.float32 and batch["coc"].shape == (2, 32, 48, 1)
-
-
 def test_scenes_rendered_by_worker_processes_equal_the_generator_output(tmp_path, monkeypatch):
   builder_module = tfds_dpd.dp_synthetic.dp_synthetic_dataset_builder
   monkeypatch.setattr(builder_module, "SCENES_PER_WORKER", 2)  # 4 scenes -> a pool of 2 workers

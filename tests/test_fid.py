@@ -6,8 +6,12 @@ name and converted through the same path as the real file. The reference is pyto
 `InceptionV3` loading that same file (its download function is pointed at it). No download.
 """
 
+import functools
+
+import jax
 import numpy as np
 import pytest
+from scipy import linalg
 import torch
 import torchvision
 from pytorch_fid import fid_score
@@ -68,7 +72,7 @@ def test_pool3_features_match_pytorch_fid(weights_dir, monkeypatch, real_dp_dir)
   rng = np.random.default_rng(0)
   left = images.to_float(images.read_dp_pair(real_dp_dir / "0600/f4/l.png", real_dp_dir / "0600/f4/r.png")[0])
   batch = np.stack([rng.random((203, 317, 3)), left[:203, :317]]).astype(np.float32)  # odd size, downscaled
-  got = np.asarray(inception.make_feature_fn(variables)(batch))
+  got = np.asarray(jax.jit(inception.FIDInceptionV3().apply)(variables, batch))
   want = reference_features(reference_model(weights_dir, 2048, monkeypatch), batch)
   assert got.shape == (2, 2048)
   np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).mean())
@@ -85,7 +89,7 @@ def test_fid_matches_pytorch_fid(weights_dir, monkeypatch):
   rng = np.random.default_rng(dims)
   sharp = rng.random((32, 40, 56, 3)).astype(np.float32)  # upscaled to 299, as small images are
   blurred = (sharp + np.roll(sharp, 1, axis=1) + np.roll(sharp, 1, axis=2)) / 3
-  features = inception.make_feature_fn(variables, dims=dims)
+  features = functools.partial(jax.jit(inception.FIDInceptionV3(inception.BLOCK_BY_DIMS[dims]).apply), variables)
   got = fid.fid(np.asarray(features(blurred)), np.asarray(features(sharp)))
   model = reference_model(weights_dir, dims, monkeypatch)
   stats = [(np.mean(a, axis=0), np.cov(a, rowvar=False)) for a in
@@ -95,29 +99,25 @@ def test_fid_matches_pytorch_fid(weights_dir, monkeypatch):
   assert want > 1e-3
 
 
-@pytest.mark.parametrize("rank_deficient", [False, True])
-@pytest.mark.parametrize("method", fid.METHODS)
-def test_frechet_distance_matches_pytorch_fid(method, rank_deficient):
-  rng = np.random.default_rng(3)
-  samples = 20 if rank_deficient else 400
-  a = rng.normal(size=(samples, 32)) @ rng.normal(size=(32, 32))
-  b = rng.normal(0.3, 1.0, size=(samples, 32)) @ rng.normal(size=(32, 32))
-  stats = [(np.mean(x, axis=0), np.cov(x, rowvar=False)) for x in (a, b)]
-  want = fid_score.calculate_frechet_distance(*stats[0], *stats[1])
-  got = fid.frechet_distance(*stats[0], *stats[1], method=method)
-  assert got == pytest.approx(want, rel=1e-4 if rank_deficient else 1e-6)
-
-
 @pytest.mark.parametrize("samples", [20, 76, 400])
-def test_gram_method_matches_pytorch_fid_from_features(samples):
-  """The evaluation's default: no D x D matrix, for fewer and for more samples than dimensions."""
+def test_fid_from_features_matches_pytorch_fid(samples):
+  """No D x D matrix, for fewer and for more samples than dimensions."""
   rng = np.random.default_rng(samples)
   a = rng.normal(size=(samples, 48)) @ rng.normal(size=(48, 48))
   b = rng.normal(0.3, 1.0, size=(samples + 7, 48)) @ rng.normal(size=(48, 48))
   want = fid_score.calculate_frechet_distance(np.mean(a, axis=0), np.cov(a, rowvar=False),
                                               np.mean(b, axis=0), np.cov(b, rowvar=False))
-  assert fid.fid(a, b, method="gram") == pytest.approx(want, rel=1e-4 if samples < 48 else 1e-6)
-  assert fid.fid(a, a, method="gram") == pytest.approx(0.0, abs=1e-6 * want)
+  assert fid.fid(a, b) == pytest.approx(want, rel=1e-4 if samples < 48 else 1e-6)
+  assert fid.fid(a, a) == pytest.approx(0.0, abs=1e-6 * want)
+
+
+def test_fid_matches_scipy_sqrtm_on_small_matrices():
+  """Against the textbook formula with SciPy's sqrtm, independent of pytorch-fid."""
+  rng = np.random.default_rng(5)
+  a, b = rng.normal(size=(30, 6)), rng.normal(0.5, 2.0, size=(25, 6)) @ rng.normal(size=(6, 6))
+  (s1, s2), (m1, m2) = (np.cov(x, rowvar=False) for x in (a, b)), (a.mean(0), b.mean(0))
+  want = np.sum((m1 - m2) ** 2) + np.trace(s1 + s2 - 2.0 * linalg.sqrtm(s1 @ s2).real)
+  assert fid.fid(a, b) == pytest.approx(want, rel=1e-9)
 
 
 def test_bilinear_resize_matches_torch():

@@ -6,6 +6,7 @@ its published file name and converted through the same path as the real file; th
 the linear layers shipped inside the lpips package on both sides. No download.
 """
 
+import jax
 import lpips as lpips_reference
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def test_lpips_matches_the_lpips_package(net, tmp_path, real_dp_dir):
   backbone_state = random_backbone_file(net, tmp_path)
   params, hashes = lpips.load_params(net, weights_dir=tmp_path)
   assert str(tmp_path / metric_weights.BACKBONE_FILES[net]) in hashes
-  distance = lpips.make_lpips_fn(net, params)
+  distance = jax.jit(lambda x, y: lpips.LPIPS(net).apply({"params": params}, x, y))
   reference = reference_lpips(net, backbone_state)
   for name, x, y in image_pairs(real_dp_dir):
     got = np.asarray(distance(x, y))

@@ -87,8 +87,8 @@ def test_branch_shares_match_the_masks_image():
   rng = np.random.default_rng(1)
   coc = rng.uniform(-4.0, 4.0, size=(48, 64, 3)).astype(np.float32)
   thresholds = THRESHOLDS["untinted below r_1"]
-  shares = report_figures.branch_shares(coc, thresholds)
   branches = inference.branch_index(coc, thresholds)
+  shares = deblur.pixel_shares(branches, len(thresholds))
   # The masks image's own band is drawn from the same shares.
   overlay = deblur.masks_overlay(np.zeros((48, 64, 3), np.float32), branches, thresholds)
   np.testing.assert_array_equal(overlay[48:], deblur.legend_band(64, thresholds, shares))

@@ -70,7 +70,7 @@ def test_training_grid_for_dpdd_size():
 
 
 def test_validation_grid_for_dpdd_size():
-  grid = patches.validation_patch_origins(HEIGHT, WIDTH)
+  grid = patches.patch_grid(HEIGHT, WIDTH, stride=patches.VALIDATION_STRIDE)
   assert [tuple(o) for o in grid] == reference_grid(HEIGHT, WIDTH, 512, 506)
   assert len(grid) == 12
 

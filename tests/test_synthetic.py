@@ -143,8 +143,17 @@ def test_realism_options():
   np.testing.assert_allclose(gamma["left"], 0.5, atol=1e-4)  # sRGB -> linear -> sRGB round trip
 
 
+def test_min_contrast_flattens_textures_but_keeps_the_scene():
+  base = dict(**SMALL, max_coc=6.0)
+  full = synthetic.render_sample(3, synthetic.SceneConfig(**base))
+  low = synthetic.render_sample(3, synthetic.SceneConfig(**base, min_contrast=0.2))
+  np.testing.assert_array_equal(low["coc"], full["coc"])
+  assert low["sharp"].std() < 0.9 * full["sharp"].std()
+
+
 def test_rejects_bad_configs():
-  for bad in (dict(max_coc=30), dict(max_coc=0), dict(num_layers=0), dict(psf="gauss"), dict(read_noise=-1)):
+  for bad in (dict(max_coc=30), dict(max_coc=0), dict(num_layers=0), dict(psf="gauss"), dict(read_noise=-1),
+              dict(min_contrast=1.5)):
     with pytest.raises(ValueError):
       synthetic.SceneConfig(**bad)
 

@@ -46,11 +46,9 @@ class DPBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 class _QuietOwnDatasets(logging.Filter):
-  """Drops two TFDS warnings about our datasets that nobody can act on; all others pass.
-
-  "Using custom data configuration" (every run's `config.data.synthetic`) and "Variant folder ...
-  has no dataset_info.json" (`is_prepared()` of a dataset a run is about to prepare).
-  """
+  """Drops two TFDS warnings about our datasets that nobody can act on: "Using custom data
+  configuration" (every run's `config.data.synthetic`) and "Variant folder ... has no
+  dataset_info.json" (`is_prepared()` of a dataset a run is about to prepare)."""
 
   def filter(self, record):
     if record.msg == "Using custom data configuration: %s" and record.args:
@@ -67,10 +65,8 @@ if not any(isinstance(f, _QuietOwnDatasets) for f in logging.getLogger("absl").f
 
 def dp_features(with_coc=False):
   """The FeaturesDict every DP builder writes (plus `coc`, the signed COC in px, for synthetic data).
-
   `sharp` is a 1x1 black placeholder where `has_sharp` is False, so code ignoring the flag fails on
-  the shape instead of training on garbage.
-  """
+  the shape instead of training on garbage."""
   image = lambda doc: tfds.features.Image(shape=(None, None, 3), dtype=np.uint16, encoding_format="png", doc=doc)
   features = {
       "name": tfds.features.Text(doc="scene (or scene/patch) name"),

@@ -16,7 +16,6 @@ from bambnet_jax.io import weights as weights_io
 from bambnet_jax.losses import coc_search
 from bambnet_jax.models import networks
 
-METHODS = ("search", "network")
 COLORMAP = "RdBu_r"  # diverging: red in front of the focal plane, white in focus, blue behind
 
 
@@ -43,18 +42,14 @@ def _coc_from_network(weights, left, right):
   return coc.mean(axis=-1, keepdims=True) if left.shape[2] == 1 else coc
 
 
-def run_coc(left_path, right_path, output_dir, method="search", weights=None, per_channel=False,
-            black_level=None, white_level=None, flat_field=None):
+def run_coc(left_path, right_path, output_dir, weights=None, per_channel=False, black_level=None,
+            white_level=None, flat_field=None):
   """Writes `coc.npy` (float32 signed COC in px; H x W x C with per_channel) and `coc.png` (colour
   map of the mean over channels) into output_dir; returns their paths, the colour range and median.
 
-  method: "search" or "network"; `weights` selects the network. black_level, white_level,
+  weights: a COC net's weights directory (None: the classical search). black_level, white_level,
   flat_field (None or two files): see `images.DPReader`.
   """
-  if method not in METHODS:
-    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-  if method == "network" and weights is None:
-    raise ValueError("the network method needs --weights (a trained or converted COC net)")
   views = images.DPReader(black_level, white_level, *(flat_field or (None, None))).read(left_path, right_path)
   left, right = images.to_float(views.left), images.to_float(views.right)
   if weights is not None:

@@ -207,14 +207,11 @@ def _read_pair(reader, pair):
 def run_deblur(output_dir, left=None, right=None, input_dir=None, weights=None, coc_weights=None,
                coc="auto", thresholds=None, dtype="float32", tile=None, overlap=None, batch_size=1,
                show_progress=True, black_level=None, white_level=None, flat_field=None):
-  """Restores one pair (`left`, `right`) or every pair under `input_dir` into `output_dir`.
-
-  tile, overlap: see `inference.Deblurrer` (overlap None: DEFAULT_OVERLAP). black_level,
-  white_level, flat_field (None or two files): see `images.DPReader`.
-  Returns one dict per restored pair: name, input files, written paths, COC source, thresholds.
-  Raises ValueError/OSError for a bad single pair or bad options before anything is written;
-  DeblurFailures after a folder run in which some inputs were bad.
-  """
+  """Restores one pair (`left`, `right`) or every pair under `input_dir` into `output_dir`; returns one
+  dict per restored pair: name, input files, written paths, COC source, thresholds. tile, overlap: see
+  `inference.Deblurrer` (overlap None: DEFAULT_OVERLAP); black_level, white_level, flat_field (None or
+  two files): see `images.DPReader`. Raises ValueError/OSError for a bad single pair or bad options
+  before anything is written; DeblurFailures after a folder run in which some inputs were bad."""
   if (left is None) != (right is None) or (left is None) == (input_dir is None):
     raise ValueError("give either --left and --right (one pair) or --input-dir (a folder of pairs)")
   overlap = inference.DEFAULT_OVERLAP if overlap is None else overlap

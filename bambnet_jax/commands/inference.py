@@ -32,9 +32,9 @@ COC_SEARCH_OVERLAP = 128
 COC_SOURCES = ("network", "search", "none")
 
 
-def fits_whole(height, width, device=None, share=0.5):
+def fits_whole(height, width, share=0.5):
   """Whether a net's forward pass over a whole H x W image fits in `share` of the device's memory."""
-  stats = (device or jax.devices()[0]).memory_stats() or {}
+  stats = jax.devices()[0].memory_stats() or {}
   memory = stats.get("bytes_limit") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
   return height * width * BYTES_PER_PIXEL <= share * memory
 
@@ -97,16 +97,11 @@ def tiled_apply(fn, image, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, align=1, 
                 progress=None, max_tiles=None, ramp=DEFAULT_RAMP):
   """Applies `fn` to overlapping tiles of an (H, W, C) `image`; returns the blend, (H, W, C') float32.
 
-  Args:
-    fn: (B, h, w, C) tiles in the image's dtype -> (B, h, w, C'), always called with one shape
-      (the last batch is filled up with a repeated tile), so it compiles once.
-    tile: tile side in px (min(tile, size) per axis); 0: the whole image at once.
-    overlap: px shared by neighbouring tiles; ramp: px of each hand-over (at most the overlap).
-    align: tile origins are multiples of this (16 for the nets: their pooling grid); the image is
-      reflect-padded at the bottom and right to a multiple of it.
-    batch_size: tiles per call; the next batch runs while the last is blended on the host.
-    progress: optional callable, given the number of tiles finished after each batch.
-    max_tiles: only the first this many tiles (benchmarks time part of a frame).
+  fn: (B, h, w, C) tiles -> (B, h, w, C'), always called with one shape (the last batch is filled up
+  with a repeated tile). tile: side in px (0: the whole image); overlap: px shared by neighbours;
+  ramp: px of each hand-over; align: tile origins are multiples of this (the image is reflect-padded
+  at the bottom and right to one); batch_size: tiles per call, the next one running while the last is
+  blended; progress: called with the tiles finished per batch; max_tiles: only the first ones.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be at least 1, got {batch_size}")

@@ -13,6 +13,7 @@ import numpy as np
 from bambnet_jax.commands import deblur
 from bambnet_jax.commands import report_figures
 from bambnet_jax.data import pipeline
+from bambnet_jax.data import records
 from bambnet_jax.evaluation import evaluate
 from bambnet_jax.io import figures
 from bambnet_jax.io import files
@@ -125,10 +126,9 @@ def first_test_scenes(config, count):
   scenes = []
   for batch in evaluate.test_batches(config, sharding.make_mesh()):
     for i in np.flatnonzero(np.asarray(batch["mask"])):
-      name = batch["name"][i]
       height, width = pipeline.real_size(batch["pixel_mask"][i])  # mixed-size splits are padded
       scenes.append({k: np.asarray(batch[k][i, :height, :width], np.float32) for k in pipeline.EVAL_KEYS}
-                    | {"name": name.decode() if isinstance(name, bytes) else str(name)})
+                    | {"name": records.text(batch["name"][i])})
       if len(scenes) == count:
         return scenes
   return scenes

@@ -114,11 +114,6 @@ def masks_legend_html(thresholds, shares):
           "|COC| over colour channels; each pixel is tinted with its branch's colour over the input</p></div>")
 
 
-def branch_shares(coc, thresholds):
-  """The share of pixels per branch, then of untinted ones, as `bambnet deblur` routes them."""
-  return deblur.pixel_shares(inference.branch_index(coc, thresholds), len(thresholds))
-
-
 def _figure(body, caption, width):
   return f"<figure style='width:{width}px'>{body}<figcaption>{caption}</figcaption></figure>"
 
@@ -133,7 +128,8 @@ def _maps_html(outputs, estimator, combined, shown, thresholds):
   masks = images.encode_png(deblur.masks_overlay(combined, branches, thresholds, legend=False))
   coc_caption = (f"COC map, drawn by the <b class='estimator'>{html.escape(estimator)}</b>"
                  + coc_legend_html(coc_command.colour_range(coc.mean(axis=-1))))
-  masks_caption = "branch masks (from that COC map)" + masks_legend_html(thresholds, branch_shares(coc, thresholds))
+  shares = deblur.pixel_shares(branches, len(thresholds))
+  masks_caption = "branch masks (from that COC map)" + masks_legend_html(thresholds, shares)
   coc_png, width = outputs["coc.png"].read_bytes(), max(shown, LEGEND_WIDTH)
   return ("<div class='maps'>" + _figure(img(coc_png, css_class, f"COC map ({estimator})", style), coc_caption, width)
           + _figure(img(masks, css_class, "branch masks", style), masks_caption, width) + "</div>")

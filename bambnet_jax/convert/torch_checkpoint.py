@@ -59,11 +59,6 @@ def infer_model_config(state_dict, source="<state_dict>"):
   return networks.model_config(width=state_dict["head.0.weight"].shape[0], branch_capacities=capacities)
 
 
-def _conv(state_dict, key):
-  """A PyTorch conv (OIHW weight, bias) as this project's (OHWI kernel, bias)."""
-  return {"kernel": np.transpose(state_dict[key + ".weight"], (0, 2, 3, 1)), "bias": state_dict[key + ".bias"]}
-
-
 def _key_plan(config):
   """Every Flax parameter path (tuple) with the PyTorch conv prefix it comes from."""
   plan = {("tail",): "tail_hard.0"}
@@ -95,7 +90,8 @@ def state_dict_to_params(state_dict, net, config, source="<state_dict>"):
   shapes = traverse_util.flatten_dict(networks.param_shapes(net, config))
   params = {}
   for path, prefix in plan.items():
-    params[path] = _conv(state_dict, prefix)
+    weight, bias = state_dict[f"{prefix}.weight"], state_dict[f"{prefix}.bias"]
+    params[path] = {"kernel": np.transpose(weight, (0, 2, 3, 1)), "bias": bias}  # OIHW -> OHWI
     for leaf, suffix, to_torch in (("kernel", "weight", (0, 3, 1, 2)), ("bias", "bias", (0,))):
       want = shapes[path + (leaf,)].shape
       if params[path][leaf].shape != want:

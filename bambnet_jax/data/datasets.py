@@ -16,11 +16,21 @@ from bambnet_jax.data import records
 from bambnet_jax.data import synthetic
 
 
+# SceneConfig's camera-realism fields that config.data.synthetic may set (SPEC section 9).
+REALISM_FIELDS = ("psf", "rim_strength", "vignetting", "read_noise", "shot_noise", "gamma", "min_contrast")
+
+
 def synthetic_builder_config(cfg):
   """A dp_synthetic builder config from `config.data.synthetic` (its name encodes the fields)."""
-  scene = synthetic.SceneConfig(height=cfg.height, width=cfg.width, max_coc=cfg.max_coc, num_layers=cfg.num_layers)
+  realism = {field: cfg[field] for field in REALISM_FIELDS if field in cfg}
+  scene = synthetic.SceneConfig(height=cfg.height, width=cfg.width, max_coc=cfg.max_coc, num_layers=cfg.num_layers,
+                                **realism)
   name = (f"s{cfg.seed}_n{cfg.num_train}-{cfg.num_validation}-{cfg.num_test}_{cfg.height}x{cfg.width}"
           f"_c{cfg.max_coc:g}_l{cfg.num_layers}")
+  # Only fields off their defaults are named: data prepared before they existed keeps its name.
+  for field, value in realism.items():
+    if value != getattr(synthetic.SceneConfig, field):
+      name += f"_{field}-{value if isinstance(value, str) else format(float(value), 'g')}"
   return tfds_dpd.dp_synthetic.DpSyntheticConfig(
       name=name, num_train=cfg.num_train, num_validation=cfg.num_validation, num_test=cfg.num_test,
       seed=cfg.seed, scene=scene, description="made from config.data.synthetic")

@@ -43,11 +43,9 @@ def crop(image, origin, patch_size=PATCH_SIZE):
 
 
 def sharpness_energy(target, origins, patch_size=PATCH_SIZE, kernel_sizes=SOBEL_KERNEL_SIZES):
-  """Sharpness energy of each patch of the RGB `target` (the all-in-focus image).
-
-  Per Sobel kernel size: the gradient magnitude summed over the grey patch (OpenCV's reflected
-  border), min-max normalised over the image's patches; the sizes' values are multiplied.
-  """
+  """Sharpness energy of each patch of the RGB `target` (the all-in-focus image): per Sobel kernel size,
+  the gradient magnitude summed over the grey patch (OpenCV's reflected border), min-max normalised
+  over the image's patches; the sizes' values are multiplied."""
   gray = cv2.cvtColor(images.to_float(np.asarray(target)), cv2.COLOR_RGB2GRAY)
   origins = np.asarray(origins).reshape(-1, 2)
   energy = np.ones(len(origins), np.float64)
@@ -80,8 +78,3 @@ def training_patch_origins(target, patch_size=PATCH_SIZE, stride=TRAIN_STRIDE, d
   """The paper's training patches of one image: the stride-204 grid, sharpness-filtered."""
   height, width = np.shape(target)[:2]
   return keep_sharpest(target, patch_grid(height, width, patch_size, stride), patch_size, drop_fraction)
-
-
-def validation_patch_origins(height, width, patch_size=PATCH_SIZE, stride=VALIDATION_STRIDE):
-  """The paper's validation patches of one image: the stride-506 grid, unfiltered."""
-  return patch_grid(height, width, patch_size, stride)

@@ -46,13 +46,8 @@ class Augment(grain.transforms.RandomMap):
 
 def batch_to_float(batch):
   """Host batch with images as float32 in [0, 1] and COC as N x H x W x 1."""
-  converted = dict(batch)
-  for key, value in batch.items():
-    if key in records.IMAGE_KEYS:
-      converted[key] = images.to_float(np.asarray(value))
-    elif key == "coc":
-      converted[key] = _coc_with_channel_axis(value)
-  return converted
+  return {key: images.to_float(np.asarray(value)) if key in records.IMAGE_KEYS
+          else _coc_with_channel_axis(value) if key == "coc" else value for key, value in batch.items()}
 
 
 def _coc_with_channel_axis(coc):
@@ -115,7 +110,7 @@ class _SizeChecked:
 
 def make_loader(source, *, batch_size, shard_options, crop_size=None, horizontal_flip=False,
                 vertical_flip=False, shuffle=False, seed=0, num_epochs=None, drop_remainder=True,
-                worker_count=0, worker_buffer_size=4, read_threads=2, read_buffer=16):
+                worker_count=0, read_threads=2):
   """A Grain DataLoader of this process's host batches; `batch_size` is this process's share."""
   sampler = grain.samplers.IndexSampler(num_records=len(source), shard_options=shard_options, shuffle=shuffle,
                                         num_epochs=num_epochs, seed=seed)
@@ -128,9 +123,9 @@ def make_loader(source, *, batch_size, shard_options, crop_size=None, horizontal
     # Grain's workers read absl flags; a program that parses none (argparse, notebook, test) fails.
     flags.FLAGS.mark_as_parsed()
   # Grain's default read options (16 threads, 500 records ahead) hold gigabytes per worker.
-  read_options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_buffer)
+  read_options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=16)
   return grain.DataLoader(data_source=source, sampler=sampler, operations=operations, worker_count=worker_count,
-                          worker_buffer_size=worker_buffer_size, read_options=read_options)
+                          worker_buffer_size=4, read_options=read_options)
 
 
 def put_on_mesh(batch, mesh, axis=DATA_AXIS):
@@ -157,12 +152,10 @@ def put_on_mesh(batch, mesh, axis=DATA_AXIS):
 
 
 class BatchIterator:
-  """Batches placed on the mesh `prefetch` steps ahead, with a resumable data position.
-
-  `get_state()` is the (per-process) position after the last batch handed out, not after the
-  prefetched ones, so `set_state()` continues with exactly the next batch. Evaluation passes (plain
-  generators) have no position: they restart from the beginning.
-  """
+  """Batches placed on the mesh `prefetch` steps ahead, with a resumable data position: `get_state()`
+  is the (per-process) position after the last batch handed out, not after the prefetched ones, so
+  `set_state()` continues with exactly the next batch. Evaluation passes (plain generators) have no
+  position: they restart from the beginning."""
 
   def __init__(self, host_iterator, mesh=None, prefetch=2):
     self._host_iterator = host_iterator
@@ -199,9 +192,8 @@ class BatchIterator:
 
 
 def training_batches(source, mesh=None, *, batch_size, crop_size=None, horizontal_flip=True,
-                     vertical_flip=True, seed=0, num_epochs=None, worker_count=0,
-                     worker_buffer_size=4, read_threads=2, read_buffer=16, prefetch=2,
-                     shard_options=None):
+                     vertical_flip=True, seed=0, num_epochs=None, worker_count=0, read_threads=2,
+                     prefetch=2, shard_options=None):
   """Endless (or `num_epochs`) shuffled, augmented training batches of global size `batch_size`.
 
   With `mesh`, jax.Arrays sharded over its 'data' axis; without, NumPy host batches. Throughput
@@ -213,8 +205,7 @@ def training_batches(source, mesh=None, *, batch_size, crop_size=None, horizonta
       batch_size=_per_process_batch(batch_size, shard_options.shard_count),
       shard_options=shard_options, crop_size=crop_size, horizontal_flip=horizontal_flip,
       vertical_flip=vertical_flip, shuffle=True, seed=seed, num_epochs=num_epochs,
-      drop_remainder=True, worker_count=worker_count, worker_buffer_size=worker_buffer_size,
-      read_threads=read_threads, read_buffer=read_buffer)
+      drop_remainder=True, worker_count=worker_count, read_threads=read_threads)
   return BatchIterator(iter(loader), mesh, prefetch)
 
 

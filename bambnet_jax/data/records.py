@@ -1,4 +1,4 @@
-"""Where DP records come from: prepared TFDS datasets, synthetic scenes rendered on the fly, lists.
+"""Where DP records come from: prepared TFDS datasets or lists, and the synthetic scenes' seeds.
 
 Every source is a random-access sequence of example dicts (what Grain needs) holding only the keys
 a stage reads, images as integer (8/16-bit) or float arrays.
@@ -11,7 +11,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bambnet_jax.data import augment
-from bambnet_jax.data import synthetic
 from bambnet_jax.io import images
 
 IMAGE_KEYS = ("left", "right", "combined", "sharp")
@@ -85,7 +84,7 @@ class DPSource:
     """`dataset/split[index]`, with the record's own name where it has one."""
     where = f"{self._name}[{index}]"
     name = self._records[index].get("name")
-    return where if name is None else f"{where} ({_text(name)})"
+    return where if name is None else f"{where} ({text(name)})"
 
   def image_sizes(self):
     """(N, 2) (height, width) per record, read from the PNG headers once and then remembered."""
@@ -118,7 +117,8 @@ class DPSource:
     return f"DPSource({self._name}, {len(self)} records, keys={self._keys})"
 
 
-def _text(value):
+def text(value):
+  """A record's text field (bytes from TFDS) as str."""
   return value.decode() if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 
@@ -128,33 +128,3 @@ def scene_seed(seed, split, index):
   if split_number is None:
     raise ValueError(f"unknown split {split!r} (train, validation or test)")
   return int(np.random.SeedSequence([seed, split_number, index]).generate_state(1)[0])
-
-
-class SyntheticScenes:
-  """`num_scenes` synthetic DP scenes rendered on access (float32 views and the COC map).
-
-  Scene i is dp_synthetic's for the same seed and config, before its 16-bit quantisation. A
-  512x512 scene takes ~0.3 s of CPU: use worker processes, or prepare dp_synthetic once.
-  """
-
-  def __init__(self, num_scenes, config, seed=0, split="train", keys=("left", "right", "combined", "sharp", "coc")):
-    self._num_scenes = num_scenes
-    self._config = config
-    self._seed = seed
-    self._split = split
-    self._keys = tuple(keys)
-
-  def __len__(self):
-    return self._num_scenes
-
-  def image_sizes(self):
-    return np.tile([self._config.height, self._config.width], (self._num_scenes, 1))
-
-  def __getitem__(self, index):
-    if not 0 <= index < self._num_scenes:
-      raise IndexError(f"scene {index} out of range (0..{self._num_scenes - 1})")
-    sample = synthetic.render_sample(scene_seed(self._seed, self._split, index), self._config)
-    return {key: sample[key] for key in self._keys}
-
-  def __repr__(self):
-    return f"SyntheticScenes({self._num_scenes} {self._split} scenes, seed={self._seed}, {self._config})"

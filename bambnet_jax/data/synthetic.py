@@ -37,6 +37,10 @@ class SceneConfig:
   read_noise: float = 0.0  # max std of the Gaussian noise part (linear intensities in [0, 1])
   shot_noise: float = 0.0  # max Poisson gain: variance per unit of linear intensity
   gamma: bool = False  # textures are sRGB: blur in linear light, re-encode the views as sRGB
+  # Each layer's texture contrast about its mean is scaled by U(min_contrast, 1). Dead leaves are
+  # 2-5x more contrasty than real scenes, and a net that never saw weak texture at every depth
+  # reads it as the background's (far, negative) COC.
+  min_contrast: float = 1.0
 
   def __post_init__(self):
     if not 0 < self.max_coc <= dp_kernels.MAX_RADIUS:
@@ -49,6 +53,8 @@ class SceneConfig:
       raise ValueError(f"psf must be 'disk' or 'rim', got {self.psf!r}")
     if min(self.max_slant, self.vignetting, self.read_noise, self.shot_noise) < 0:
       raise ValueError("max_slant, vignetting, read_noise and shot_noise must be >= 0")
+    if not 0 <= self.min_contrast <= 1:
+      raise ValueError(f"min_contrast must be in [0, 1], got {self.min_contrast}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +181,9 @@ def render_sample(seed, config, sharp_image=None):
     region = (slice(r0, r1), slice(c0, c1))
     texture = textures.dead_leaves(rng, r1 - r0, c1 - c0) if layer_textures is None else (
         layer_textures[index][region])
+    if config.min_contrast < 1:  # no draw otherwise: scenes of the default config stay as they were
+      mean = texture.mean((0, 1))
+      texture = mean + rng.uniform(config.min_contrast, 1.0) * (texture - mean)
     if layer.slope_x == 0 and layer.slope_y == 0:
       layer_coc = np.float32(layer.coc)  # one blended PSF instead of a per-pixel blend
     else:

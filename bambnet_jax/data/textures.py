@@ -10,11 +10,9 @@ import numpy as np
 
 
 def dead_leaves(rng, height, width, min_radius=2.5, max_radius=None, coverage=5.0):
-  """A float32 (height, width, 3) RGB image in [0, 1], drawn from the Generator `rng`.
-
-  Leaf radii lie in [min_radius, max_radius] px (default: a third of the image); `coverage` is the
-  leaf area drawn per image area (exp(-coverage) of the pixels keep the background).
-  """
+  """A float32 (height, width, 3) RGB image in [0, 1], drawn from the Generator `rng`. Leaf radii lie
+  in [min_radius, max_radius] px (default: a third of the image); `coverage` is the leaf area drawn
+  per image area (exp(-coverage) of the pixels keep the background)."""
   if max_radius is None:
     max_radius = max(min_radius * 2, min(height, width) / 3)
   lo, hi = min_radius, max_radius

@@ -15,6 +15,7 @@ import numpy as np
 from bambnet_jax.io import weights as weights_io
 from bambnet_jax.data import datasets
 from bambnet_jax.data import pipeline
+from bambnet_jax.data import records as records_lib
 from bambnet_jax.evaluation import metrics
 from bambnet_jax.evaluation import suite as suite_lib
 from bambnet_jax.evaluation import tables
@@ -52,17 +53,9 @@ def make_restore_fn(model_config):
   return restore
 
 
-def _text(value):
-  return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _file_name(name, index):
   safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
   return f"{safe or f'{index:03d}'}.png"
-
-
-def _scene_type(batch, i):
-  return tfds_common.SCENE_TYPES[int(batch["scene_type"][i])] if "scene_type" in batch else "unknown"
 
 
 class _ImageWriter:
@@ -122,8 +115,9 @@ def evaluate(deblur_params, coc_params, model_config, batches, output_dir=None, 
       host = {k: [v[i][:h, :w] for i, (h, w) in enumerate(sizes)] if k in ("coc", "combined") else v
               for k, v in host.items()}
     for i in np.flatnonzero(real):
-      name = _text(batch["name"][i]) if "name" in batch else f"{len(records):03d}"
-      record = {"name": name, "scene_type": _scene_type(host, i)}
+      name = records_lib.text(batch["name"][i]) if "name" in batch else f"{len(records):03d}"
+      scene_type = tfds_common.SCENE_TYPES[int(host["scene_type"][i])] if "scene_type" in host else "unknown"
+      record = {"name": name, "scene_type": scene_type}
       record.update({k: float(scores[k][i]) for k in suite.image_metrics})
       record.update({f"{tables.INPUT_PREFIX}{k}": float(out[f"{tables.INPUT_PREFIX}{k}"][i])
                      for k in suite_lib.PIXEL_METRICS})

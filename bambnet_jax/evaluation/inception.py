@@ -1,6 +1,6 @@
 """The InceptionV3 of FID (pytorch-fid's `InceptionV3`, TensorFlow's 2015-12-05 graph), in Flax.
 
-    features = inception.make_feature_fn(inception.load_variables()[0])  # (N, H, W, 3) -> (N, 2048)
+    features = FIDInceptionV3().apply(load_variables()[0], images)  # (N, H, W, 3) -> (N, 2048)
 
 Images in [0, 1] are resized to 299x299 as PyTorch's bilinear `F.interpolate`; the features of output
 block 3 (pool3, FID's 2048) or 0 / 1 / 2 (pytorch-fid's --dims 64 / 192 / 768) are spatially averaged.
@@ -179,11 +179,6 @@ class FIDInceptionV3(nn.Module):
     return jnp.mean(x, axis=(1, 2))
 
 
-def variable_shapes():
-  image = jnp.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
-  return jax.eval_shape(lambda: FIDInceptionV3().init(jax.random.key(0), image))
-
-
 _BN_LEAVES = {"weight": ("params", "scale"), "bias": ("params", "bias"),
               "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
 
@@ -205,7 +200,9 @@ def convert_weights(state, source="FID Inception weights"):
       flat[f"{collection}/{module}/bn/{name}"] = np.asarray(value, np.float32)
     else:
       flat[f"params/unexpected {key}"] = np.asarray(value)
-  return metric_weights.checked_tree(flat, variable_shapes(), source)
+  image = jnp.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
+  shapes = jax.eval_shape(lambda: FIDInceptionV3().init(jax.random.key(0), image))
+  return metric_weights.checked_tree(flat, shapes, source)
 
 
 def load_variables(weights_dir=None):
@@ -213,12 +210,3 @@ def load_variables(weights_dir=None):
   path = metric_weights.find_file(metric_weights.INCEPTION_FILE, "FID", weights_dir)
   variables = convert_weights(metric_weights.read_torch_file(path), source=str(path))
   return variables, {str(path): metric_weights.sha256(path)}
-
-
-def make_feature_fn(variables, dims=2048, precision=HIGHEST):
-  """Jitted images (N, H, W, 3) in [0, 1] -> features (N, dims), with `variables` bound."""
-  if dims not in BLOCK_BY_DIMS:
-    raise ValueError(f"FID features come in {sorted(BLOCK_BY_DIMS)} dimensions, not {dims}")
-  apply = jax.jit(FIDInceptionV3(BLOCK_BY_DIMS[dims], precision=precision).apply)
-  variables = jax.device_put(variables)
-  return lambda images: apply(variables, images)

@@ -1,6 +1,6 @@
-"""LPIPS v0.1 (Zhang et al., CVPR 2018) in Flax: `lpips.LPIPS(net=...)(x, y, normalize=True)`.
+"""LPIPS v0.1 (Zhang et al., CVPR 2018) in Flax, as the `lpips` package's `LPIPS(net)(x, y, normalize=True)`.
 
-    lpips.make_lpips_fn("squeeze", lpips.load_params("squeeze")[0])(restored, target)  # NHWC -> (N,)
+    LPIPS("squeeze").apply({"params": load_params("squeeze")[0]}, restored, target)  # NHWC -> (N,)
 
 BaMBNet reports the SqueezeNet variant, most other deblurring papers AlexNet. Convolutions run at
 full float32 precision (no TF32), so a number does not depend on the card.
@@ -114,11 +114,6 @@ class LPIPS(nn.Module):
     return total
 
 
-def param_shapes(net):
-  image = jnp.zeros((1, 64, 64, 3), jnp.float32)
-  return jax.eval_shape(lambda: LPIPS(net).init(jax.random.key(0), image, image))["params"]
-
-
 def convert_weights(backbone_state, linear_state, net, source="LPIPS weights"):
   """Params of `LPIPS(net)` from torchvision's backbone state dict (only `features.*`) and lpips'
   linear layers (`lin<k>.model.1.weight`), both {key: array}; MetricWeightsError on any mismatch."""
@@ -133,7 +128,9 @@ def convert_weights(backbone_state, linear_state, net, source="LPIPS weights"):
   for key, value in linear_state.items():
     match = re.fullmatch(r"lin(\d+)\.model\.1\.weight", key)
     flat[f"lin{match.group(1)}/kernel" if match else f"unexpected {key}"] = metric_weights.conv_kernel(value)
-  return metric_weights.checked_tree(flat, param_shapes(net), source)
+  image = jnp.zeros((1, 64, 64, 3), jnp.float32)
+  shapes = jax.eval_shape(lambda: LPIPS(net).init(jax.random.key(0), image, image))["params"]
+  return metric_weights.checked_tree(flat, shapes, source)
 
 
 def load_params(net, weights_dir=None):
@@ -142,10 +139,3 @@ def load_params(net, weights_dir=None):
            for files in (metric_weights.BACKBONE_FILES, metric_weights.LPIPS_LINEAR_FILES)]
   params = convert_weights(*map(metric_weights.read_torch_file, paths), net, source=" + ".join(map(str, paths)))
   return params, {str(p): metric_weights.sha256(p) for p in paths}
-
-
-def make_lpips_fn(net, params, precision=HIGHEST):
-  """Jitted (x, y) -> per-image LPIPS (N,), with `params` bound."""
-  apply = jax.jit(LPIPS(net, precision).apply)
-  params = jax.device_put(params)  # an argument, not a constant baked into the program
-  return lambda x, y: apply({"params": params}, x, y)

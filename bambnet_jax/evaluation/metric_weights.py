@@ -39,16 +39,12 @@ class MetricWeightsError(ValueError):
   """A weights file that cannot be used: unreadable, or tensors missing, extra or misshapen."""
 
 
-def search_dirs(weights_dir=None):
-  """The folders searched for weight files, in order (see the module docstring)."""
+def find_file(name, metric, weights_dir=None):
+  """The path of weights file `name` (e.g. "vgg16-397923af.pth") needed by `metric`, searched in the
+  folders of the module docstring, in order."""
   torch_home = os.environ.get("TORCH_HOME", os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch"))
   dirs = [weights_dir, os.environ.get(ENV_VAR), DEFAULT_DIR, pathlib.Path(torch_home) / "hub" / "checkpoints"]
-  return [pathlib.Path(d).expanduser() for d in dirs if d]
-
-
-def find_file(name, metric, weights_dir=None):
-  """The path of weights file `name` (e.g. "vgg16-397923af.pth") needed by `metric`."""
-  candidates = [d / name for d in search_dirs(weights_dir)]
+  candidates = [pathlib.Path(d).expanduser() / name for d in dirs if d]
   if name.startswith("lpips/"):
     spec = importlib.util.find_spec("lpips")  # found, not imported: that would import torch
     if spec is not None and spec.submodule_search_locations:

@@ -312,11 +312,9 @@ class DPViews:
 
 
 class DPReader:
-  """Reads DP pairs for the user commands, applying raw levels and a flat-field pair when given.
-
+  """Reads DP pairs for the user commands, applying raw levels and the views' flat fields when given.
   black_level, white_level: None takes them from the SIDECAR_NAME file beside each pair (found up to
-  `root`); with neither, pairs are read as ordinary images. flat_left, flat_right: the views' flat fields.
-  """
+  `root`); with neither, pairs are read as ordinary images."""
 
   def __init__(self, black_level=None, white_level=None, flat_left=None, flat_right=None, root=None):
     if (flat_left is None) != (flat_right is None):

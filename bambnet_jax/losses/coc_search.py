@@ -83,37 +83,25 @@ def _search(left, right, max_radius, window, shift, per_channel):
   return coc if per_channel else coc[..., 0]
 
 
-def estimate_coc(left, right, max_radius=dp_kernels.MAX_RADIUS, window=DEFAULT_WINDOW,
-                 shift=None, per_channel=False):
-  """The signed COC (px, > 0 in front of focus) minimising the windowed reblur residual.
-
-  Args:
-    left, right: (H, W, C) views, float in [0, 1] (or uint8/uint16 pixels).
-    max_radius: candidates are the signed radii -max_radius..max_radius, refined in between.
-    window: side of the square window over which the residual energy is summed (odd, px).
-    shift: how far (px) a pixel may borrow a better-fitting nearby window's estimate;
-      None: window // 2; 0: centred windows only.
-    per_channel: one COC per colour channel (H, W, C) instead of one shared map (H, W).
-
-  Returns (coc, textured): the float32 COC map and the `textured_mask` of (left + right) / 2.
-  """
+def estimate_coc(left, right, max_radius=dp_kernels.MAX_RADIUS, window=DEFAULT_WINDOW, per_channel=False):
+  """(coc, textured): the signed COC (px, > 0 in front of focus) minimising the reblur residual summed
+  over an odd `window`, among the radii -max_radius..max_radius refined in between (a pixel may
+  borrow the estimate of a better-fitting window up to window // 2 px away), and the `textured_mask`
+  of (left + right) / 2. left, right: (H, W, C) views, float in [0, 1] or uint8/uint16 pixels.
+  per_channel: one COC per colour channel (H, W, C) instead of one shared map (H, W)."""
   left, right = images.to_float(np.asarray(left)), images.to_float(np.asarray(right))
   if left.shape != right.shape or left.ndim != 3:
     raise ValueError(f"need two (H, W, C) views of one shape, got {left.shape} and {right.shape}")
   if window < 1 or window % 2 == 0:
     raise ValueError(f"window must be a positive odd number of pixels, got {window}")
-  shift = window // 2 if shift is None else int(shift)
-  coc = _search(jnp.asarray(left), jnp.asarray(right), max_radius, window, shift, per_channel)
+  coc = _search(jnp.asarray(left), jnp.asarray(right), max_radius, window, window // 2, per_channel)
   return np.asarray(coc), textured_mask((left + right) / 2)
 
 
 def textured_mask(image, window=TEXTURE_WINDOW, threshold=TEXTURE_THRESHOLD):
-  """(H, W) bool: pixels with enough horizontal detail for the DP views to reveal their COC.
-
-  DP disparity is horizontal: a pixel is textured when the RMS horizontal central difference of the
-  grey `image` ((H, W) or (H, W, C) in [0, 1]) over a `window`^2 neighbourhood is at least
-  `threshold` per px. Absolute, not a percentile, so a flat image has no textured pixels at all.
-  """
+  """(H, W) bool: where the RMS horizontal central difference (DP disparity is horizontal) of the grey
+  `image` ((H, W) or (H, W, C) in [0, 1]) over a `window`^2 neighbourhood is at least `threshold`
+  per px. Absolute, not a percentile: a flat image has no textured pixels at all."""
   grey = np.asarray(image, np.float64)
   if grey.ndim == 3:
     grey = grey.mean(axis=-1)

@@ -1,4 +1,4 @@
-"""The dual-pixel kernel family and tent weights of the reblur loss (SPEC section 3), defined once for
+"""The dual-pixel kernel family of the reblur loss (SPEC section 3), defined once for
 the loss, the classical COC search and the synthetic generator, so rendered views and loss agree.
 
 Sign convention: a signed COC b > 0 is in front of the focal plane, where the left view is the scene
@@ -66,39 +66,3 @@ def kernel_stack(max_radius=MAX_RADIUS, dtype=np.float32):
     start = max_radius - radius
     stack[radius, start:start + 2 * radius + 1, start:start + 2 * radius + 1] = kernel_plus(radius)
   return stack.astype(dtype)
-
-
-def tent_weights(coc, max_radius=MAX_RADIUS):
-  """The SPEC's tent weights (h+_i, h-_i), i = 0..max_radius, each of shape coc.shape + (max_radius + 1,).
-
-  h+_i = max(0, 1 - |b - i|), h-_i = max(0, 1 - |b + i|), both halved at i = 0.
-  """
-  coc = np.asarray(coc, np.float64)[..., None]
-  radii = np.arange(max_radius + 1, dtype=np.float64)
-  h_plus = np.maximum(0.0, 1.0 - np.abs(coc - radii))
-  h_minus = np.maximum(0.0, 1.0 - np.abs(coc + radii))
-  h_plus[..., 0] *= 0.5
-  h_minus[..., 0] *= 0.5
-  return h_plus, h_minus
-
-
-def signed_tent_weights(coc, max_radius=MAX_RADIUS):
-  """The same weights by signed radius s = -m..m (axis index s + m): as K+_0 = K-_0, the halves at
-  i = 0 merge into linear interpolation between neighbouring integers, max(0, 1 - |b - s|)."""
-  coc = np.asarray(coc, np.float64)[..., None]
-  signed = np.arange(-max_radius, max_radius + 1, dtype=np.float64)
-  return np.maximum(0.0, 1.0 - np.abs(coc - signed))
-
-
-def blended_kernel(coc, max_radius=MAX_RADIUS):
-  """The left view's PSF at a real signed COC, sum_s tent(b - s) * signed_kernel(s), centred in a
-  (2m+1)^2 float64 frame; the right view's PSF is its mirror image."""
-  weights = signed_tent_weights(coc, max_radius)
-  size = 2 * max_radius + 1
-  psf = np.zeros((size, size))
-  for index in np.flatnonzero(weights):
-    s = index - max_radius
-    kernel = signed_kernel(s)
-    start = max_radius - abs(s)
-    psf[start:start + kernel.shape[0], start:start + kernel.shape[1]] += weights[index] * kernel
-  return psf

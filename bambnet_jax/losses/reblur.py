@@ -24,17 +24,10 @@ TV_START_STEP = 3000
 TV_WEIGHT = 1e-5
 
 
-def fft_shape(height, width, max_radius):
-  """FFT grid for exact zero-padded correlation: a support of +-m wraps into rows >= H + m only."""
-  return dp_kernels.fast_fft_length(height + max_radius), dp_kernels.fast_fft_length(width + max_radius)
-
-
 def _signed_kernel_spectra(shape, max_radius):
-  """conj(FFT) of each signed kernel K_s, s = -m..m, centred at the origin of the FFT grid.
-
-  K+_R is symmetric top-bottom, so its mirror K-_R is a 180-degree turn, FFT(K-_R) = conj(FFT(K+_R)),
-  and only the m + 1 kernels K+_R are transformed.
-  """
+  """conj(FFT) of each signed kernel K_s, s = -m..m, centred at the origin of the FFT grid. K+_R is
+  symmetric top-bottom, so its mirror K-_R is a 180-degree turn, FFT(K-_R) = conj(FFT(K+_R)): only
+  the m + 1 kernels K+_R are transformed."""
   m = max_radius
   frames = jnp.asarray(dp_kernels.kernel_stack(m, np.float32))  # (m+1, 2m+1, 2m+1)
   # Tap offset u lands at u mod grid size; taps that alias onto one cell (a grid smaller than the
@@ -46,45 +39,22 @@ def _signed_kernel_spectra(shape, max_radius):
   return jnp.concatenate([plus[:0:-1], jnp.conj(plus)], axis=0)
 
 
-def _responses_fft(left, right, max_radius):
-  """Q_s for NCHW float32 views, via FFT; returns (N, C, 2m+1, H, W)."""
-  height, width = left.shape[-2:]
-  shape = fft_shape(height, width, max_radius)
-  left_hat, right_hat = (jnp.fft.rfft2(v, s=shape)[:, :, None] for v in (left, right))
+@functools.partial(jax.jit, static_argnames=("max_radius", "dtype"))
+def kernel_responses(left, right, max_radius=dp_kernels.MAX_RADIUS, dtype=jnp.float32):
+  """The network-independent part of the reblur loss for (N, H, W, C) views: Q_s by FFT as
+  (N, C, 2m+1, H, W), gradient stopped. dtype: storage; bfloat16 halves the memory (about 1e-3
+  relative error in the loss)."""
+  if left.shape != right.shape or left.ndim != 4:
+    raise ValueError(f"need two (N, H, W, C) views of one shape, got {left.shape} and {right.shape}")
+  height, width = left.shape[1:3]
+  # Exact zero-padded correlation: a support of +-m wraps into rows >= H + m only.
+  shape = tuple(dp_kernels.fast_fft_length(n + max_radius) for n in (height, width))
+  left_hat, right_hat = (jnp.fft.rfft2(jnp.transpose(jnp.asarray(v, jnp.float32), (0, 3, 1, 2)), s=shape)[:, :, None]
+                         for v in (left, right))
   kernel_hat = _signed_kernel_spectra(shape, max_radius)
   # Q_s = L x K_s - R x mirror(K_s); the mirror's correlation spectrum is the conjugate.
   q_hat = left_hat * kernel_hat - right_hat * jnp.conj(kernel_hat)
-  return jnp.fft.irfft2(q_hat, s=shape)[..., :height, :width]
-
-
-def _responses_conv(left, right, max_radius):
-  """The same Q_s as one direct 2-in, (2m+1)-out convolution (exact fp32 on every backend)."""
-  n, c, height, width = left.shape
-  m = max_radius
-  plus = dp_kernels.kernel_stack(m, np.float32)  # (m+1, k, k)
-  signed = np.concatenate([plus[:0:-1, :, ::-1], plus], axis=0)  # K_s, s = -m..m
-  weights = np.stack([signed, -signed[:, :, ::-1]], axis=-1)  # (2m+1, k, k, 2): L and R taps
-  rhs = jnp.asarray(weights.transpose(1, 2, 3, 0))  # HWIO
-  lhs = jnp.stack([left, right], axis=-1).reshape(n * c, height, width, 2)
-  out = jax.lax.conv_general_dilated(
-      lhs, rhs, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      precision=jax.lax.Precision.HIGHEST)  # no TF32: the loss is a small difference of big sums
-  return out.reshape(n, c, height, width, 2 * m + 1).transpose(0, 1, 4, 2, 3)
-
-
-@functools.partial(jax.jit, static_argnames=("max_radius", "method", "dtype"))
-def kernel_responses(left, right, max_radius=dp_kernels.MAX_RADIUS, method="fft", dtype=jnp.float32):
-  """The network-independent part of the reblur loss for (N, H, W, C) views: (N, C, 2m+1, H, W), gradient stopped.
-
-  method: "fft" (fastest) or "conv" (one direct convolution, for checks).
-  dtype: storage; bfloat16 halves the memory (about 1e-3 relative error in the loss).
-  """
-  if left.shape != right.shape or left.ndim != 4:
-    raise ValueError(f"need two (N, H, W, C) views of one shape, got {left.shape} and {right.shape}")
-  to_nchw = lambda x: jnp.transpose(jnp.asarray(x, jnp.float32), (0, 3, 1, 2))
-  compute = {"fft": _responses_fft, "conv": _responses_conv}[method]
-  responses = compute(to_nchw(left), to_nchw(right), max_radius)
-  return jax.lax.stop_gradient(responses.astype(dtype))
+  return jax.lax.stop_gradient(jnp.fft.irfft2(q_hat, s=shape)[..., :height, :width].astype(dtype))
 
 
 def blend_responses(responses, coc):
@@ -102,28 +72,20 @@ def blend_responses(responses, coc):
   return gather(low, 1.0 - t) + gather(low + 1, t)
 
 
-def gaussian_taps(sigma=GAUSSIAN_SIGMA):
-  """Normalised 3-tap Gaussian; the SPEC's normalised 3x3 Gaussian is its outer product."""
-  taps = np.exp(-np.arange(-1, 2) ** 2 / (2.0 * sigma ** 2))
-  return taps / taps.sum()
-
-
 def smooth3x3(x, sigma=GAUSSIAN_SIGMA):
-  """Normalised 3x3 Gaussian over the last two axes, reflect border (PyTorch's 'reflect')."""
-  a, b, _ = (float(v) for v in gaussian_taps(sigma))
+  """Normalised 3x3 Gaussian over the last two axes, reflect border (PyTorch's 'reflect'): the outer
+  product of a normalised 3-tap one, applied along each axis."""
+  taps = np.exp(-np.arange(-1, 2) ** 2 / (2.0 * sigma ** 2))
+  a, b, _ = (float(v) for v in taps / taps.sum())
   pad = [(0, 0)] * (x.ndim - 2) + [(1, 1), (1, 1)]
   x = jnp.pad(x, pad, mode="reflect")
   x = a * (x[..., :-2, :] + x[..., 2:, :]) + b * x[..., 1:-1, :]
   return a * (x[..., :, :-2] + x[..., :, 2:]) + b * x[..., :, 1:-1]
 
 
-def total_variation(coc):
-  """Sum over the batch (and channels) of |vertical| + |horizontal| neighbour differences."""
-  return jnp.sum(jnp.abs(jnp.diff(coc, axis=1))) + jnp.sum(jnp.abs(jnp.diff(coc, axis=2)))
-
-
 def reblur_loss_from_responses(responses, coc, tv_weight=0.0, border=0):
-  """1000 * mean |G x (Lg - Rg)| + tv_weight * TV(coc).
+  """1000 * mean |G x (Lg - Rg)| + tv_weight * TV(coc), TV summing |vertical| + |horizontal|
+  neighbour differences over the batch and channels.
 
   coc: (N, H, W, C) signed radii in px, one per colour channel (or (N, H, W, 1), shared).
   tv_weight: a float or a traced scalar (see `tv_weight_at`).
@@ -133,8 +95,9 @@ def reblur_loss_from_responses(responses, coc, tv_weight=0.0, border=0):
   residual = smooth3x3(blend_responses(responses, coc))
   if border:
     residual = residual[..., border:-border, border:-border]  # (N, C, H, W)
-  loss = LOSS_SCALE * jnp.mean(jnp.abs(residual))
-  return loss + tv_weight * total_variation(coc.astype(jnp.float32))
+  coc = coc.astype(jnp.float32)
+  tv = jnp.sum(jnp.abs(jnp.diff(coc, axis=1))) + jnp.sum(jnp.abs(jnp.diff(coc, axis=2)))
+  return LOSS_SCALE * jnp.mean(jnp.abs(residual)) + tv_weight * tv
 
 
 def reblur_loss(left, right, coc, tv_weight=0.0, max_radius=dp_kernels.MAX_RADIUS):

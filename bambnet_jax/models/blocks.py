@@ -22,11 +22,8 @@ TORCH_DEFAULT_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unif
 
 @dataclasses.dataclass(frozen=True)
 class ConvSpec:
-  """How a net's convolutions compute: dtype (parameters stay float32) and `conv_gradients`.
-
-  conv_gradients: how float32 3x3 convs compute their gradients (`convolution.CONV_GRADIENTS`,
-  docs/conv_gradients.md); it changes only the gradients' rounding.
-  """
+  """How a net's convolutions compute: dtype (parameters stay float32) and how float32 3x3 convs take
+  their gradients (`convolution.CONV_GRADIENTS`, docs/conv_gradients.md: only their rounding changes)."""
   dtype: Any = jnp.float32
   conv_gradients: str = "auto"
 
@@ -50,31 +47,25 @@ def conv(x, kernel, gradients="native", min_pixels=convolution.FLOAT16_MIN_PIXEL
   return convolution.same_conv(x, kernel)
 
 
-class Conv1x1(nn.Module):
-  """1x1 convolution with bias; the parameters of flax's nn.Conv, the kernel OHWI."""
-  features: int
-  spec: ConvSpec = ConvSpec()
-
-  @nn.compact
-  def __call__(self, x):
-    dtype = self.spec.dtype
-    kernel = kernel_param(self, TORCH_DEFAULT_INIT, (1, 1, x.shape[-1], self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    return convolution.same_conv(x.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
-
-
-class Conv3x3(nn.Module):
-  """3x3 convolution with bias and zero "same" padding; the parameters of flax's nn.Conv, the kernel OHWI."""
+class Conv(nn.Module):
+  """A size x size convolution with bias and zero "same" padding; the parameters of flax's nn.Conv,
+  the kernel OHWI. Only 3x3 convs take `spec.conv_gradients`: 1x1 convs keep native gradients."""
   features: int
   spec: ConvSpec = ConvSpec()
   kernel_init: Any = TORCH_DEFAULT_INIT
+  size: int = 3
 
   @nn.compact
   def __call__(self, x):
     dtype = self.spec.dtype
-    kernel = kernel_param(self, self.kernel_init, (3, 3, x.shape[-1], self.features))
+    kernel = kernel_param(self, self.kernel_init, (self.size, self.size, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    return conv(x.astype(dtype), kernel.astype(dtype), self.spec.conv_gradients) + bias.astype(dtype)
+    gradients = self.spec.conv_gradients if self.size == 3 else "native"
+    return conv(x.astype(dtype), kernel.astype(dtype), gradients) + bias.astype(dtype)
+
+
+Conv1x1 = functools.partial(Conv, size=1)
+Conv3x3 = functools.partial(Conv, size=3)
 
 
 @jax.custom_vjp
@@ -87,11 +78,9 @@ gradient_fence.defvjp(lambda x: (x, None), lambda _, gradient: (jax.lax.optimiza
 
 
 class PooledPointwise(nn.Module):
-  """A 1x1 conv on pooled (N, C) statistics, with a 1x1 conv's parameters.
-
-  A broadcast multiply and a sum, not a matmul: XLA fuses these tiny products (48 per pass) with
-  the pooling and the sigmoid around them instead of launching a kernel for each.
-  """
+  """A 1x1 conv on pooled (N, C) statistics, with a 1x1 conv's parameters. A broadcast multiply and a
+  sum, not a matmul: XLA fuses these tiny products (48 per pass) with the pooling and the sigmoid
+  around them instead of launching a kernel for each."""
   features: int
 
   @nn.compact

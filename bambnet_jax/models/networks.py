@@ -47,10 +47,8 @@ class DeblurNet(nn.Module):
   @nn.compact
   def __call__(self, dp_views, gates=None, each_branch_alone=False):
     """dp_views: (N, H, W, 6) left then right RGB in [0, 1]; gates: None (all 1) or (N, H, W, M).
-
     Returns the restored RGB (N, H, W, 3) in [0, 1], float32; with `each_branch_alone`, (N, M, H, W, 3):
-    each branch with the others' residuals dropped (phi_i of the threshold search and Fig. 7).
-    """
+    each branch with the others' residuals dropped (phi_i of the threshold search and Fig. 7)."""
     if gates is not None and gates.shape[-1] != len(self.branch_capacities):
       raise ValueError(f"gates have {gates.shape[-1]} channels, the net has {len(self.branch_capacities)} branches")
     (dp_views, gates), crop = padding.pad_to_multiple((dp_views, gates), 16)

@@ -9,9 +9,7 @@ def padded_size(size, multiple):
 
 def pad_to_multiple(arrays, multiple):
   """(NHWC `arrays` reflect-padded at the bottom/right, None entries passed; crop back to their size).
-
-  Reflection, not zeros: the channel attention's means and the convs near the edge see image-like content.
-  """
+  Reflection, not zeros: the channel attention's means and the convs near the edge see image-like content."""
   first = next(a for a in arrays if a is not None)
   height, width = first.shape[1:3]
   pad_h = padded_size(height, multiple) - height

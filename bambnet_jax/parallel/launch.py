@@ -19,9 +19,7 @@ def local_coordinator():
 
 def run_processes(commands, timeout=None, name="processes"):
   """Runs every command (an argv list) at once; 0 if all exit 0, else 1 after killing the rest.
-
-  Process 0's output is ours; the others' go to logs printed to our stderr only on a failure.
-  """
+  Process 0's output is ours; the others' go to logs printed to our stderr only on a failure."""
   previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the children
   children, failure = [], None
   with tempfile.TemporaryDirectory(prefix="bambnet_processes_") as logs:

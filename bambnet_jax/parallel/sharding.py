@@ -26,15 +26,11 @@ def initialize_distributed(coordinator=None, num_processes=None, process_id=None
     return
   # CPU processes need a collectives library to talk to each other; GPUs use NCCL regardless.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  ids = local_device_ids
+  if isinstance(ids, (str, int)):  # "0,1" or 1
+    ids = [i for i in str(ids).split(",") if i.strip()]
   jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                             process_id=process_id, local_device_ids=device_id_list(local_device_ids))
-
-
-def device_id_list(ids):
-  """None, an int, "0,1" or a sequence of ints -> a list of ints (or None)."""
-  if isinstance(ids, str):
-    ids = [i for i in ids.split(",") if i.strip()]
-  return None if ids is None else [int(i) for i in ([ids] if isinstance(ids, int) else ids)]
+                             process_id=process_id, local_device_ids=None if ids is None else [int(i) for i in ids])
 
 
 def device_report():

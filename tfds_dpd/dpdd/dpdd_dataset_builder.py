@@ -77,9 +77,8 @@ class Dpdd(common.DPBuilder):
       if split == "train":
         origins = patches_lib.training_patch_origins(
             views["sharp"], config.patch_size, config.train_stride, config.drop_fraction)
-      else:
-        origins = patches_lib.validation_patch_origins(
-            *views["sharp"].shape[:2], config.patch_size, config.validation_stride)
+      else:  # the paper's validation patches: the stride-506 grid, unfiltered
+        origins = patches_lib.patch_grid(*views["sharp"].shape[:2], config.patch_size, config.validation_stride)
       yield from common.patch_examples(scene.name, views, origins, config.patch_size, **kwargs)
 
 
