@@ -155,6 +155,7 @@ def build_parser():
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
+  sharding.use_compilation_cache()
   if args.command not in ("convert-torch", "train"):  # train reports once its processes have joined
     print(f"bambnet {args.command}: {sharding.device_report()}", file=sys.stderr)
   try:
