@@ -155,7 +155,10 @@ def build_parser():
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
-  sharding.use_compilation_cache()
+  try:
+    sharding.use_compilation_cache()
+  except OSError as e:  # a read-only home, say: run without the cache
+    print(f"bambnet: compiling without a cache ({e}; set {sharding.COMPILATION_CACHE_ENV})", file=sys.stderr)
   if args.command not in ("convert-torch", "train"):  # train reports once its processes have joined
     print(f"bambnet {args.command}: {sharding.device_report()}", file=sys.stderr)
   try:

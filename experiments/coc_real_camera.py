@@ -64,6 +64,9 @@ def main(argv=None):
   if not args.weights and not args.classical:
     parser.error("give COC weights, --classical, or both")
   estimators = [(str(w), coc_weights(w)) for w in args.weights] + [("classical", None)] * args.classical
+  for name, weights in estimators:
+    if weights is not None and not weights.is_dir():
+      parser.error(f"{name}: no COC weights there (a weights directory or a workdir with coc/weights)")
   all_pass = True
   with tempfile.TemporaryDirectory() as scratch:
     for index, (name, weights) in enumerate(estimators):

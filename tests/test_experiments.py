@@ -206,3 +206,22 @@ def test_train_command_passes_local_device_ids(monkeypatch, tmp_path, override, 
     cli.main(["train", "--config", SMOKE, "--workdir", str(tmp_path)] + overrides + [override] * bool(override))
   assert calls == [{"coordinator_address": "localhost:1234", "num_processes": 2, "process_id": 1,
                     "local_device_ids": expected}]
+
+
+def test_coc_real_camera_scores_the_canon_pairs(smoke, capsys):
+  status = load_script("coc_real_camera").main([str(smoke["workdir"]), "--classical"])
+  rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  by_estimator = {}
+  for row in rows:
+    by_estimator.setdefault(row["estimator"], []).append(row)
+  classical = {r["pair"]: r["median_coc_textured"] for r in by_estimator["classical"] if "pair" in r}
+  # The classical estimate reads the pairs as RESULTS.md says: in front, behind, in focus.
+  assert classical["0600/f4"] > 1.5 and classical["1500/f4"] < -1.0
+  assert abs(classical["0600/f20"]) < 0.5 and abs(classical["1500/f20"]) < 0.5
+  assert by_estimator["classical"][-1] == {"estimator": "classical", "all_pass": True}
+  net = by_estimator[str(smoke["workdir"])]
+  assert len(net) == 5 and all(np.isfinite(r["median_coc_textured"]) for r in net[:4])
+  assert status == (0 if net[-1]["all_pass"] else 1)
+  with pytest.raises(SystemExit):
+    load_script("coc_real_camera").main([str(smoke["root"] / "missing")])
+

@@ -35,7 +35,9 @@ def test_names_keep_the_defaults_and_tell_every_setting_apart():
     names.add(datasets.synthetic_builder_config(_data(**{field: value})).name)
   names.add(datasets.synthetic_builder_config(_data(vignetting=0.1)).name)
   names.add(datasets.synthetic_builder_config(_data(**OFF_DEFAULT)).name)
-  assert len(names) == len(OFF_DEFAULT) + 3
+  for close in (0.1234561, 0.1234564):  # equal to 6 digits: still two datasets
+    names.add(datasets.synthetic_builder_config(_data(min_contrast=close)).name)
+  assert len(names) == len(OFF_DEFAULT) + 5
 
 
 def _prepared_views(data, data_dir):

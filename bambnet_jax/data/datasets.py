@@ -30,7 +30,7 @@ def synthetic_builder_config(cfg):
   # Only fields off their defaults are named: data prepared before they existed keeps its name.
   for field, value in realism.items():
     if value != getattr(synthetic.SceneConfig, field):
-      name += f"_{field}-{value if isinstance(value, str) else format(float(value), 'g')}"
+      name += f"_{field}-{value if isinstance(value, str) else repr(float(value))}"  # exact: no two settings share data
   return tfds_dpd.dp_synthetic.DpSyntheticConfig(
       name=name, num_train=cfg.num_train, num_validation=cfg.num_validation, num_test=cfg.num_test,
       seed=cfg.seed, scene=scene, description="made from config.data.synthetic")

@@ -42,11 +42,15 @@ def use_compilation_cache(directory=None):
   compiling (a training step takes 25-35 s to compile on a GPU); returns the directory or None.
 
   directory: None for $BAMBNET_COMPILATION_CACHE or ~/.cache/bambnet_jax/xla; "off" for no cache.
+  A cache directory set through JAX itself is left as it is. Raises OSError if it cannot be made.
   """
+  if jax.config.jax_compilation_cache_dir:
+    return pathlib.Path(jax.config.jax_compilation_cache_dir)
   directory = str(directory or os.environ.get(COMPILATION_CACHE_ENV) or DEFAULT_COMPILATION_CACHE)
   if directory == "off":
     return None
   path = pathlib.Path(directory).expanduser()
+  path.mkdir(parents=True, exist_ok=True)  # JAX would only warn, once per program, much later
   jax.config.update("jax_compilation_cache_dir", str(path))
   jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_BYTES)
   return path
