@@ -151,3 +151,16 @@ def test_cli_parses_quickstart_with_overrides():
   args = cli.build_parser().parse_args(["quickstart", "--workdir", "w", "deblur.num_steps=10"])
   assert args.workdir == "w" and args.overrides == ["deblur.num_steps=10"]
   assert args.run.__name__ == "_quickstart"
+
+
+def test_rounds_table_shows_each_rounds_branch_shares(quickstart_run):
+  _, workdir, path = quickstart_run
+  history = json.loads((workdir / "search" / "rounds.json").read_text())
+  table = re.search(r"<table id='rounds'>.*?</table>", path.read_text(), re.S).group(0)
+  rows = re.findall(r"<tr><td>\d+</td>.*?</tr>", table)
+  assert len(rows) == len(history)
+  for row, record in zip(rows, history):
+    shown = [float(v) for v in re.findall(r"<td>([^<]*)</td>", row)[-1].split(" / ")]
+    assert shown == pytest.approx([100 * s for s in record["branch_shares"]], abs=0.051)
+    assert min(shown) >= 100 * record["min_branch_share"] - 0.051  # no branch starved
+

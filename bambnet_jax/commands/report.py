@@ -112,12 +112,14 @@ def _rounds_html(search_dir):
   text = ""
   if (search_dir / "rounds.json").exists():
     fmt = lambda values: ", ".join(f"{float(v):g}" for v in values)
+    shares = lambda values: " / ".join(f"{100 * float(v):.1f}" for v in values)
     rows = "".join(f"<tr><td>{r.get('round', i + 1)}</td><td>{r.get('step', '')}</td>"
                    f"<td>{html.escape(fmt(r.get('thresholds_before', [])))}</td>"
-                   f"<td>{html.escape(fmt(r.get('thresholds', [])))}</td></tr>"
+                   f"<td>{html.escape(fmt(r.get('thresholds', [])))}</td>"
+                   f"<td>{shares(r.get('branch_shares', []))}</td></tr>"
                    for i, r in enumerate(json.loads((search_dir / "rounds.json").read_text())))
-    text = ("<table><tr><th>round</th><th>step</th><th>thresholds before (px)</th>"
-            f"<th>thresholds after (px)</th></tr>{rows}</table>")
+    text = ("<table id='rounds'><tr><th>round</th><th>step</th><th>thresholds before (px)</th>"
+            f"<th>thresholds after (px)</th><th>meta pixels per branch (%)</th></tr>{rows}</table>")
   return report_figures.img(png.read_bytes(), "big", "threshold rounds") + text
 
 
