@@ -30,6 +30,12 @@ def test_a_second_process_reads_what_the_first_compiled(tmp_path):
   assert second_result == result and int(second_hits) > 0  # the executables came from the cache
 
 
-def test_off_leaves_jax_without_a_cache(monkeypatch):
-  monkeypatch.setenv(sharding.COMPILATION_CACHE_ENV, "off")
-  assert sharding.use_compilation_cache() is None
+def test_off_leaves_jax_without_a_cache_and_a_cache_set_through_jax_wins(tmp_path):
+  # In fresh processes: a test before this one may have switched this process's cache on.
+  check = ("import jax; from bambnet_jax.parallel import sharding; "
+           "print(sharding.use_compilation_cache(), jax.config.jax_compilation_cache_dir)")
+  run = lambda env: subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True,
+                                   env={"JAX_PLATFORMS": "cpu", "PATH": "", **env}).stdout.split()
+  assert run({sharding.COMPILATION_CACHE_ENV: "off"}) == ["None", "None"]
+  own = str(tmp_path / "jax_own")
+  assert run({sharding.COMPILATION_CACHE_ENV: str(tmp_path / "ours"), "JAX_COMPILATION_CACHE_DIR": own}) == [own, own]
