@@ -106,13 +106,7 @@ def bundled_photos():
 
 def folder_photos(folder):
   """Every image directly in `folder` (sorted), as `photos/<stem>`."""
-  folder = pathlib.Path(folder).expanduser()
-  if not folder.is_dir():
-    raise images.ImageError(folder, "photo folder not found")
-  paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in images.IMAGE_SUFFIXES)
-  if not paths:
-    raise images.ImageError(folder, "no photos (png, jpg, tif, bmp) in the folder")
-  return [_describe(f"photos/{p.stem}", p) for p in paths]
+  return [_describe(f"photos/{p.stem}", p) for p in images.image_paths(folder, "photos")]
 
 
 def split_photos(photos, test_fraction, seed):
@@ -148,8 +142,7 @@ def scene_jobs(split_photos_by_split, counts, seed):
 
 @functools.lru_cache(maxsize=4)  # jobs arrive grouped by photo: one decode per photo and worker
 def _load_photo(path, max_short_side):
-  pixels = images.read_image(path)
-  pixels = np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+  pixels = images.to_rgb(images.read_image(path))
   scale = max_short_side / min(pixels.shape[:2])
   if scale < 1:
     size = (round(pixels.shape[1] * scale), round(pixels.shape[0] * scale))

@@ -94,7 +94,7 @@ def to_uint16_rgb(pixels):
     pixels = pixels.astype(np.uint16) * np.uint16(257)
   elif pixels.dtype != np.uint16:
     raise ValueError(f"expected uint8 or uint16 pixels, got {pixels.dtype}")
-  return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+  return images.to_rgb(pixels)
 
 
 def encode_png16(pixels):

@@ -9,7 +9,6 @@ psf="disk" and no camera effects the reblur loss is exactly minimised at the ret
 """
 
 import dataclasses
-import pathlib
 
 import cv2
 import numpy as np
@@ -219,11 +218,4 @@ def render_sample(seed, config, sharp_image=None):
 
 def load_sharp_images(folder):
   """The sharp photos directly in `folder` (sorted), as float32 RGB in [0, 1] (grey repeated)."""
-  folder = pathlib.Path(folder)
-  if not folder.is_dir():
-    raise images.ImageError(folder, "sharp image folder not found")
-  paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in images.IMAGE_SUFFIXES)
-  if not paths:
-    raise images.ImageError(folder, "no images (png, jpg, tif, bmp) in the folder")
-  pixels = [images.read_image(p) for p in paths]
-  return [images.to_float(np.repeat(p, 3, axis=2) if p.shape[2] == 1 else p) for p in pixels]
+  return [images.to_float(images.to_rgb(images.read_image(p))) for p in images.image_paths(folder, "sharp images")]

@@ -86,6 +86,23 @@ def to_float(pixels):
   return np.asarray(pixels, np.float32) if depth is None else pixels.astype(np.float32) / np.float32(2**depth - 1)
 
 
+def to_rgb(pixels):
+  """H x W x 1 pixels with the channel repeated to RGB; RGB passed through."""
+  return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+
+
+def image_paths(folder, what="images"):
+  """The image files directly in `folder`, sorted; an ImageError naming the folder if it is missing
+  or holds none (`what`: how the message names them)."""
+  folder = pathlib.Path(folder).expanduser()
+  if not folder.is_dir():
+    raise ImageError(folder, f"folder of {what} not found")
+  paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+  if not paths:
+    raise ImageError(folder, f"no {what} (png, jpg, tif, bmp) in the folder")
+  return paths
+
+
 def from_float(image, bit_depth):
   """Float image in [0, 1] to rounded, clipped uint8/uint16 pixels."""
   if bit_depth not in (8, 16):
